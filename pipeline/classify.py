@@ -1,0 +1,84 @@
+"""Fit, then apply: the class edges come from one statistics pass; applying them is lazy.
+
+``fit`` runs the one ``dask.compute`` of the statistics; ``classify`` and ``colorize`` only
+build graphs (map_blocks over the pure numpy kernels in :mod:`pipeline.kernels`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from . import kernels
+from .io import Scene
+from .schemes import class_edges, needs_distribution
+from .stats import Stats, compute_stats, from_key, _reduce_blocks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The fitted classification: edges plus the statistics they came from."""
+
+    scheme: str
+    edges: np.ndarray
+    stats: Stats
+    counts: np.ndarray | None  # pixels per class id 0..N when exact from the histogram
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.edges) - 1
+
+
+def fit(scene: Scene, classes_cfg) -> Fit:
+    """Statistics (one pass) and class edges for ``scene`` under the configured scheme."""
+    stats = compute_stats(scene, distribution=needs_distribution(classes_cfg))
+    if stats.count == 0:
+        log.warning("%s band %d has no valid pixels: the output is all nodata", scene.path, scene.band)
+    edges = class_edges(classes_cfg, stats)
+    counts = None
+    if stats.exact_hist:
+        keys = np.arange(len(stats.hist))
+        cls = kernels.classify_values(from_key(keys, stats.dtype), edges, scene.nodata)
+        counts = np.bincount(cls, weights=stats.hist, minlength=len(edges)).astype(np.int64)
+    return Fit(classes_cfg.scheme, edges, stats, counts)
+
+
+def _lut_arg(table: np.ndarray):
+    """A look-up table as one graph node shared by every task (not copied into each)."""
+    return dask.delayed(table, pure=True)
+
+
+def classify(scene: Scene, fitted: Fit) -> da.Array:
+    """Lazy uint8 class ids (0 = nodata) of the scene, block by block."""
+    x = scene.data.data
+    if scene.dtype.name in kernels.LUT_DTYPES:
+        lut = kernels.value_lut(scene.dtype, fitted.edges, scene.nodata)
+        return x.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
+    return x.map_blocks(
+        kernels.classify_block, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
+    )
+
+
+def colorize(classes: da.Array, palette: np.ndarray, bands: int) -> da.Array:
+    """Lazy (band, y, x) uint8 colours of class ids through the palette (3 = RGB, 4 = RGBA)."""
+    table = np.ascontiguousarray(palette[:, :bands])
+    return classes.map_blocks(
+        kernels.colorize_block, _lut_arg(table), dtype=np.uint8,
+        new_axis=0, chunks=((bands,), *classes.chunks), meta=np.empty((0, 0, 0), np.uint8),
+    )
+
+
+def _class_count_block(block: np.ndarray) -> np.ndarray:
+    return kernels.bincount_block(block, 256)[None, None, :]
+
+
+def class_counts(classes: da.Array, n_classes: int) -> da.Array:
+    """Lazy pixel count per class id 0..N (computed alongside the write)."""
+    parts = _reduce_blocks(classes, _class_count_block, 256, np.int64)
+    return parts.sum(axis=(0, 1), dtype=np.int64)[: n_classes + 1]

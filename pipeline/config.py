@@ -1,0 +1,236 @@
+"""Typed run configuration: YAML (safe loader only) -> pydantic models that forbid unknown keys.
+
+Relative paths in a config file resolve against the config file's folder; paths given as
+``--set`` overrides resolve against the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+#: Config keys whose values are filesystem paths (or URLs).
+PATH_KEYS = ("input", "output.path")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EqualInterval(_Model):
+    """N equal-width classes over [min, max] of the valid pixels (numpy.histogram semantics)."""
+
+    scheme: Literal["equal_interval"] = "equal_interval"
+    count: int = Field(20, ge=1, le=254)
+
+
+class Quantile(_Model):
+    """N classes holding (about) equal numbers of pixels; edges are numpy.quantile (linear)."""
+
+    scheme: Literal["quantile"]
+    count: int = Field(..., ge=1, le=254)
+
+
+class Manual(_Model):
+    """User-given class edges: ``breaks`` are the N+1 edges, increasing; out-of-range pixels -> nodata."""
+
+    scheme: Literal["manual"]
+    breaks: list[float] = Field(..., min_length=2, max_length=255)
+
+    @field_validator("breaks")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(not b > a for a, b in zip(v, v[1:])):
+            raise ValueError("breaks must be strictly increasing")
+        return v
+
+
+Classes = Annotated[Union[EqualInterval, Quantile, Manual], Field(discriminator="scheme")]
+
+
+class Palette(_Model):
+    """Class colours: explicit ``colors`` (hex or [r, g, b]) or a named colormap sampled to N classes."""
+
+    colors: list[Union[str, list[int]]] | None = None
+    name: str | None = None
+    interpolate: bool = False
+    reverse: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Palette":
+        if self.colors is not None and self.name is not None:
+            raise ValueError("give either palette.colors or palette.name, not both")
+        return self
+
+
+class Output(_Model):
+    path: str
+    format: Literal["cog", "zarr"] | None = None  # default: from the path's suffix
+    mode: Literal["paletted", "rgb", "rgba"] = "paletted"
+    compression: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
+    level: int | None = Field(None, ge=1, le=22)
+    overviews: bool = True
+    overview_resampling: Literal["nearest", "mode"] = "nearest"
+    blocksize: int = Field(512, ge=64, le=4096)
+    legend: bool = True
+    overwrite: bool = True
+
+    @field_validator("blocksize")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError("must be a multiple of 16 (GeoTIFF tiles)")
+        return v
+
+    @property
+    def resolved_format(self) -> str:
+        if self.format:
+            return self.format
+        return "zarr" if self.path.rstrip("/").lower().endswith(".zarr") else "cog"
+
+
+class Processing(_Model):
+    chunk: int = Field(2048, ge=64, le=32768, description="processing tile edge, in pixels")
+    gdal_cache_mb: int = Field(128, ge=8, le=65536)
+
+
+class Dask(_Model):
+    scheduler: Literal["threads", "synchronous", "processes"] = "threads"
+    workers: int | None = Field(None, ge=1)
+
+
+class RunConfig(_Model):
+    """One job: one input raster band -> one classified output (+ legend)."""
+
+    input: str
+    band: int = Field(1, ge=1)
+    nodata: Union[float, Literal["file", "none"]] = "file"
+    classes: Classes = Field(default_factory=EqualInterval)
+    palette: Palette = Field(default_factory=Palette)
+    output: Output
+    processing: Processing = Field(default_factory=Processing)
+    dask: Dask = Field(default_factory=Dask)
+
+    @property
+    def class_count(self) -> int:
+        c = self.classes
+        return len(c.breaks) - 1 if isinstance(c, Manual) else c.count
+
+
+def _is_url(s: str) -> bool:
+    return "://" in s or s.startswith("/vsi")
+
+
+def _resolve(value: str, base: Path) -> str:
+    if _is_url(value):
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _set(d: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        nxt = d.get(part)
+        if nxt is None:
+            nxt = d[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        d = nxt
+    d[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` -> (key.path, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if key in PATH_KEYS and isinstance(value, str):
+        value = _resolve(value, Path.cwd())
+    return key, value
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping with the safe loader; errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line naming the first offending key, e.g. ``cfg.yaml: classes.count: ...``."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {loc}: {msg}{tail}"
+
+
+def build_config(data: dict, *, base_dir: Path, source: str, overrides: list[str] = ()) -> RunConfig:
+    """Resolve relative paths, apply ``--set`` overrides and validate into a :class:`RunConfig`."""
+    data = _deepcopy(data)
+    for key in PATH_KEYS:
+        value = _get(data, key)
+        if isinstance(value, str):
+            _set(data, key, _resolve(value, base_dir))
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> RunConfig:
+    """Load and validate a YAML config file (safe loader, unknown keys refused)."""
+    path = Path(path)
+    data = read_yaml(path)
+    return build_config(data, base_dir=path.resolve().parent, source=str(path), overrides=overrides)
+
+
+def _deepcopy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deepcopy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deepcopy(v) for v in d]
+    return d

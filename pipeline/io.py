@@ -1,0 +1,126 @@
+"""Open a raster band lazily as a chunked dask array, with its georeferencing and nodata."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import rasterio
+import rioxarray
+import xarray as xr
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+
+from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+#: dtypes sceneclass classifies; 8/16-bit integers get exact full-range histograms.
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One band of a raster, opened lazily."""
+
+    path: str
+    band: int
+    data: xr.DataArray  # 2-D (y, x), dask-backed, the file's dtype
+    nodata: float | None  # the value treated as nodata (NaN is always nodata for floats)
+    crs: CRS | None
+    transform: Affine
+    block_shape: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+
+def is_url(path: str) -> bool:
+    return "://" in path or path.startswith("/vsi")
+
+
+def gdal_path(path: str) -> str:
+    """Map http(s) URLs to GDAL's /vsicurl/ (range requests); other paths unchanged."""
+    if path.startswith(("http://", "https://")):
+        return "/vsicurl/" + path
+    return path
+
+
+def aligned_chunks(size: int, block: int, target: int) -> int:
+    """A chunk edge near ``target`` that is a whole multiple of the file's ``block`` edge."""
+    if block >= size:  # striped files: a strip spans the whole width
+        return min(size, target)
+    k = max(1, round(target / block))
+    return min(size, k * block)
+
+
+def resolve_nodata(declared: float | None, setting: float | str, dtype: np.dtype) -> float | None:
+    """The nodata value to honour: the config's number, the file's (``file``) or none (``none``)."""
+    if setting == "none":
+        return None
+    value = declared if setting == "file" else float(setting)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None  # NaN is always nodata for floats; ints cannot hold it
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if value != int(value) or not info.min <= value <= info.max:
+            log.warning("nodata %s cannot occur in %s data; no pixel is masked by it", value, dtype)
+            return None
+    return value
+
+
+@contextmanager
+def raster_errors(path: str) -> Iterator[None]:
+    """Turn GDAL/rasterio read failures into one-line :class:`InputError` naming ``path``."""
+    try:
+        yield
+    except RasterioError as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "See previous exception" in msg or msg.startswith("Read failed"):
+            msg = "the file is damaged: reading its pixels failed"
+        raise InputError(f"{path}: {msg}") from None
+
+
+def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: int = 2048) -> Scene:
+    """Open ``band`` of ``path`` as a lazy (y, x) dask DataArray chunked along the file's tiles."""
+    if not is_url(path) and not os.path.exists(path):
+        raise InputError(f"{path}: input file not found")
+    src_path = gdal_path(path)
+    with raster_errors(path):
+        try:
+            with rasterio.open(src_path) as src:
+                count, dtype, declared = src.count, np.dtype(src.dtypes[0]), src.nodata
+                crs, transform = src.crs, src.transform
+                block = src.block_shapes[0]
+                height, width = src.height, src.width
+        except rasterio.errors.RasterioIOError as e:
+            raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0]})") from None
+    if band > count:
+        raise ConfigError(f"band: {path} has {count} band(s), band {band} was asked for")
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise InputError(f"{path}: data type {dtype} is not supported ({', '.join(SUPPORTED_DTYPES)})")
+    cy = aligned_chunks(height, block[0], chunk)
+    cx = aligned_chunks(width, block[1], chunk)
+    with raster_errors(path):
+        arr = rioxarray.open_rasterio(
+            src_path, chunks={"band": 1, "y": cy, "x": cx}, lock=False, cache=False,
+            mask_and_scale=False,
+        )
+    data = arr.isel(band=band - 1, drop=True)
+    return Scene(
+        path=path, band=band, data=data,
+        nodata=resolve_nodata(declared, nodata, dtype),
+        crs=crs, transform=transform, block_shape=tuple(block),
+    )
+

@@ -1,0 +1,68 @@
+"""Pure numpy block kernels: a block and parameters in, a block out. No dask here.
+
+Class ids: 0 is nodata, 1..N are the classes. Class k holds ``edges[k-1] <= x < edges[k]``
+(the last class also holds ``x == edges[N]``), compared in the dtype numpy.histogram uses
+(``result_type(data, edges)``), so ids match ``numpy.histogram`` bin for bin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: dtypes classified through a full-range value -> class look-up table.
+LUT_DTYPES = {"uint8": np.uint8, "int8": np.uint8, "uint16": np.uint16, "int16": np.uint16}
+
+
+def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """Class id (uint8) of every value: searchsorted on the edges, out-of-range and nodata -> 0."""
+    n = len(edges) - 1
+    dt = np.result_type(values.dtype, edges.dtype)
+    v = values.astype(dt, copy=False)
+    e = edges.astype(dt, copy=False)
+    cls = np.searchsorted(e, v, side="right")
+    cls[v == e[-1]] = n  # the last class is closed on the right
+    cls[cls > n] = 0  # above the last edge, and NaN (sorts last)
+    if nodata is not None:
+        cls[values == np.asarray(nodata).astype(values.dtype)] = 0
+    return cls.astype(np.uint8)
+
+
+def unsigned_view(block: np.ndarray) -> np.ndarray:
+    """The block's bits as the same-width unsigned integer (an index into a value LUT)."""
+    return block.view(LUT_DTYPES[block.dtype.name])
+
+
+def value_lut(dtype: np.dtype, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """Class id for every possible value of an 8/16-bit dtype, indexed by its unsigned bit pattern."""
+    dtype = np.dtype(dtype)
+    udt = LUT_DTYPES[dtype.name]
+    values = np.arange(np.iinfo(udt).max + 1, dtype=udt).view(dtype)
+    return classify_values(values, edges, nodata)
+
+
+def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis."""
+    return lut[unsigned_view(block)]
+
+
+def classify_block(block: np.ndarray, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """Class ids of a block of any supported dtype (the general, LUT-free path)."""
+    return classify_values(block, edges, nodata)
+
+
+def to_band_first(block: np.ndarray) -> np.ndarray:
+    """(y, x, band) -> (band, y, x), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(block, -1, 0))
+
+
+def colorize_block(classes: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(y, x) class ids -> (band, y, x) uint8 colours; ``colors[0]`` is the nodata colour."""
+    return to_band_first(colors[classes])
+
+
+def bincount_block(block: np.ndarray, length: int) -> np.ndarray:
+    """Counts of every unsigned bit pattern of an 8/16-bit block (or of small class ids), int64."""
+    flat = block.reshape(-1)
+    if flat.dtype.kind == "i":
+        flat = unsigned_view(flat)
+    return np.bincount(flat, minlength=length)

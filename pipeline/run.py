@@ -1,0 +1,100 @@
+"""Run orchestration: config in, classified output and legend out."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import dask
+import numpy as np
+import rasterio
+
+from . import __version__
+from .classify import Fit, class_counts, classify, colorize, fit
+from .config import RunConfig
+from .errors import ConfigError
+from .io import Scene, is_url, open_scene, raster_errors
+from .palette import build_palette, check_palette
+from .progress import phase
+from .writers import build_legend, legend_path, write_cog, write_legend, write_zarr
+
+log = logging.getLogger(__name__)
+
+BANDS = {"paletted": 0, "rgb": 3, "rgba": 4}
+
+
+@dataclass
+class RunResult:
+    output: Path
+    legend_path: Path | None
+    legend: dict
+    fit: Fit
+
+
+@contextmanager
+def runtime(cfg: RunConfig) -> Iterator[None]:
+    """GDAL settings (bounded block cache) and the dask scheduler for the whole run."""
+    with ExitStack() as stack:
+        stack.enter_context(rasterio.Env(
+            GDAL_CACHEMAX=cfg.processing.gdal_cache_mb,
+            GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
+        ))
+        opts = {"scheduler": cfg.dask.scheduler}
+        if cfg.dask.workers:
+            opts["num_workers"] = cfg.dask.workers
+        stack.enter_context(dask.config.set(opts))
+        yield
+
+
+def check_paths(cfg: RunConfig) -> Path:
+    final = Path(cfg.output.path)
+    if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
+        raise ConfigError(f"output.path: {final} is the input file; choose another path")
+    if final.exists() and not cfg.output.overwrite:
+        raise ConfigError(f"output.path: {final} exists (set output.overwrite: true to replace it)")
+    return final
+
+
+def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path) -> np.ndarray:
+    """The write pass: classify, colour and write tile by tile; returns pixels per class id."""
+    classes = classify(scene, fitted)
+    extra = {} if fitted.counts is not None else {"counts": class_counts(classes, fitted.n_classes)}
+    bands = BANDS[cfg.output.mode]
+    colours = colorize(classes, palette, bands) if bands else None
+    legend_of = lambda res: build_legend(  # noqa: E731
+        scene=scene, fitted=fitted, palette=palette, version=__version__, output=str(final),
+        counts=fitted.counts if fitted.counts is not None else res["counts"],
+    )
+    if cfg.output.resolved_format == "cog":
+        res = write_cog(colours if bands else classes, scene, palette, cfg.output, final, extra)
+    else:
+        res = write_zarr(classes, colours, scene, final, extra, lambda r: {"sceneclass_legend": legend_of(r)})
+    return fitted.counts if fitted.counts is not None else res["counts"]
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write."""
+    final = check_paths(cfg)
+    check_palette(cfg.palette, cfg.class_count)
+    with runtime(cfg):
+        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk)
+        log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
+                 *scene.shape, scene.dtype, scene.nodata, scene.data.data.npartitions)
+        with raster_errors(scene.path):
+            with phase("statistics"):
+                fitted = fit(scene, cfg.classes)
+            log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6))
+            palette = build_palette(cfg.palette, fitted.n_classes)
+            with phase("classify+write"):
+                counts = write(cfg, scene, fitted, palette, final)
+    legend = build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
+                          version=__version__, output=str(final))
+    lpath = None
+    if cfg.output.legend:
+        lpath = legend_path(final)
+        write_legend(legend, lpath)
+    return RunResult(final, lpath, legend, fitted)

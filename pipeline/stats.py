@@ -1,0 +1,231 @@
+"""Global statistics of a scene in one lazy pass (one ``dask.compute``).
+
+* 8/16-bit integers: an exact full-range histogram (per-block bincount, summed in int64);
+  min, max, count and every order statistic follow from it exactly.
+* Other dtypes: count, min and max per block, reduced; when a scheme needs the value
+  distribution, a 65,536-bin histogram of the top 16 bits of an order-preserving integer key
+  is gathered in the same pass, and exact order statistics are found by refining 16 bits per
+  extra pass (float32/int32: 1 extra pass, float64: 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .io import Scene
+from .kernels import LUT_DTYPES, unsigned_view
+
+log = logging.getLogger(__name__)
+
+DIGIT = 16
+RADIX = 1 << DIGIT
+
+_KEY_DTYPES = {
+    "uint8": np.uint8, "int8": np.uint8, "uint16": np.uint16, "int16": np.uint16,
+    "uint32": np.uint32, "int32": np.uint32, "float32": np.uint32, "float64": np.uint64,
+}
+
+
+# ---------------------------------------------------------------- keys (pure numpy)
+def to_key(values: np.ndarray) -> np.ndarray:
+    """Order-preserving unsigned integer key of every value (same width as the dtype)."""
+    kdt = np.dtype(_KEY_DTYPES[values.dtype.name])
+    bits = kdt.itemsize * 8
+    sign = kdt.type(1 << (bits - 1))
+    u = values.view(kdt)
+    if values.dtype.kind == "u":
+        return u
+    if values.dtype.kind == "i":
+        return u ^ sign
+    neg = (u & sign) != 0  # floats: flip all bits of negatives, the sign bit of positives
+    return np.where(neg, ~u, u | sign)
+
+
+def from_key(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`to_key`."""
+    dtype = np.dtype(dtype)
+    kdt = np.dtype(_KEY_DTYPES[dtype.name])
+    bits = kdt.itemsize * 8
+    sign = kdt.type(1 << (bits - 1))
+    k = np.asarray(keys).astype(kdt)
+    if dtype.kind == "u":
+        return k.view(dtype)
+    if dtype.kind == "i":
+        return (k ^ sign).view(dtype)
+    return np.where((k & sign) != 0, k ^ sign, ~k).view(dtype)
+
+
+def valid_values(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """The block's valid pixels, flattened: not nodata, not NaN, finite."""
+    flat = block.reshape(-1)
+    if flat.dtype.kind == "f":
+        ok = np.isfinite(flat)
+        if nodata is not None:
+            ok &= flat != flat.dtype.type(nodata)
+        return flat[ok]
+    if nodata is not None:
+        return flat[flat != flat.dtype.type(nodata)]
+    return flat
+
+
+# ------------------------------------------------------------ per-block summaries
+def block_hist(block: np.ndarray) -> np.ndarray:
+    """Exact histogram of an 8/16-bit block indexed by order-preserving key, shape (1, 1, K)."""
+    kdt = LUT_DTYPES[block.dtype.name]
+    length = np.iinfo(kdt).max + 1
+    keys = to_key(block.reshape(-1)) if block.dtype.kind == "i" else unsigned_view(block.reshape(-1))
+    return np.bincount(keys, minlength=length)[None, None, :]
+
+
+def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """[count, min, max] of a block's valid pixels as float64, shape (1, 1, 3)."""
+    v = valid_values(block, nodata)
+    if v.size == 0:
+        return np.array([[[0.0, np.inf, -np.inf]]])
+    return np.array([[[v.size, v.min(), v.max()]]], dtype=np.float64)
+
+
+def block_key_hist(block: np.ndarray, nodata: float | None, prefixes: np.ndarray, shift: int) -> np.ndarray:
+    """Histogram of the next 16 key bits of valid pixels whose key prefix is in ``prefixes``.
+
+    ``prefixes`` are sorted keys already shifted right by ``shift + 16``; the result has one
+    row of 65,536 counts per prefix (all pixels' top digit when ``prefixes`` is empty), flattened.
+    """
+    keys = to_key(valid_values(block, nodata))
+    digit = ((keys >> keys.dtype.type(shift)) & keys.dtype.type(RADIX - 1)).astype(np.int64)
+    if prefixes.size == 0:
+        return np.bincount(digit, minlength=RADIX)[None, None, :]
+    pre = keys >> keys.dtype.type(shift + DIGIT)
+    pos = np.searchsorted(prefixes, pre)
+    pos[pos == prefixes.size] = 0
+    hit = prefixes[pos] == pre
+    idx = pos[hit] * RADIX + digit[hit]
+    return np.bincount(idx, minlength=prefixes.size * RADIX)[None, None, :]
+
+
+def _reduce_blocks(x: da.Array, func, length: int, dtype, **kwargs) -> da.Array:
+    """Apply a per-block summary (returning (1, 1, length)) and stack the blocks: (ny, nx, length)."""
+    return da.blockwise(
+        func, "ijk", x, "ij", new_axes={"k": length}, dtype=dtype,
+        adjust_chunks={"i": 1, "j": 1}, meta=np.empty((0, 0, 0), dtype=dtype), **kwargs,
+    )
+
+
+# ------------------------------------------------------------------- the result
+@dataclass
+class Stats:
+    """Global statistics of a scene's valid pixels."""
+
+    dtype: np.dtype
+    count: int
+    vmin: np.generic | None
+    vmax: np.generic | None
+    hist: np.ndarray | None = None  # exact counts by key (8/16-bit integers only)
+    top_hist: np.ndarray | None = None  # counts of the top 16 key bits (other dtypes)
+    _scene: Scene | None = field(default=None, repr=False)
+    extra_passes: int = 0
+
+    @property
+    def exact_hist(self) -> bool:
+        return self.hist is not None
+
+    def hist_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct values, counts) of the valid pixels (8/16-bit integers), sorted."""
+        keys = np.flatnonzero(self.hist)
+        return from_key(keys, self.dtype), self.hist[keys]
+
+    def order_stats(self, ranks: np.ndarray) -> np.ndarray:
+        """The values at 0-based ``ranks`` of the sorted valid pixels, exactly."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        if self.hist is not None:
+            keys = np.searchsorted(np.cumsum(self.hist), ranks, side="right")
+            return from_key(keys, self.dtype)
+        return self._refine(ranks)
+
+    def _refine(self, ranks: np.ndarray) -> np.ndarray:
+        """Radix-select on the key, 16 bits per pass over the scene."""
+        if self.top_hist is None:
+            raise RuntimeError("order statistics need stats computed with distribution=True")
+        bits = np.dtype(_KEY_DTYPES[self.dtype.name]).itemsize * 8
+        cum = np.cumsum(self.top_hist)
+        digit = np.searchsorted(cum, ranks, side="right")
+        rank_in = ranks - (cum[digit] - self.top_hist[digit])
+        prefix = digit.astype(np.uint64)
+        done = DIGIT
+        while done < bits:
+            shift = bits - done - DIGIT
+            uniq, inv = np.unique(prefix, return_inverse=True)
+            kdt = _KEY_DTYPES[self.dtype.name]
+            hist = _compute_key_hist(self._scene, uniq.astype(kdt), shift)
+            self.extra_passes += 1
+            rows = hist.reshape(uniq.size, RADIX)[inv]
+            cum = np.cumsum(rows, axis=1)
+            digit = (cum <= rank_in[:, None]).sum(axis=1)
+            before = np.where(digit > 0, cum[np.arange(len(digit)), np.maximum(digit - 1, 0)], 0)
+            rank_in = rank_in - before
+            prefix = (prefix << np.uint64(DIGIT)) | digit.astype(np.uint64)
+            done += DIGIT
+        return from_key(prefix, self.dtype)
+
+
+def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndarray:
+    length = max(prefixes.size, 1) * RADIX
+    parts = _reduce_blocks(
+        scene.data.data, block_key_hist, length, np.int64,
+        nodata=scene.nodata, prefixes=prefixes, shift=shift,
+    )
+    log.info("refining order statistics: one more pass over %s (%d bits left)", scene.path, shift + DIGIT)
+    (hist,) = dask.compute(parts.sum(axis=(0, 1), dtype=np.int64))
+    return hist
+
+
+def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
+    """The lazy reductions whose results make :class:`Stats` (nothing is computed here)."""
+    x = scene.data.data
+    if scene.dtype.name in LUT_DTYPES:
+        length = np.iinfo(LUT_DTYPES[scene.dtype.name]).max + 1
+        return {"hist": _reduce_blocks(x, block_hist, length, np.int64).sum(axis=(0, 1), dtype=np.int64)}
+    parts = _reduce_blocks(x, block_summary, 3, np.float64, nodata=scene.nodata)
+    graph = {
+        "count": parts[..., 0].sum(),
+        "min": parts[..., 1].min(),
+        "max": parts[..., 2].max(),
+    }
+    if distribution:
+        bits = np.dtype(_KEY_DTYPES[scene.dtype.name]).itemsize * 8
+        top = _reduce_blocks(
+            x, block_key_hist, RADIX, np.int64,
+            nodata=scene.nodata, prefixes=np.empty(0, _KEY_DTYPES[scene.dtype.name]), shift=bits - DIGIT,
+        )
+        graph["top_hist"] = top.sum(axis=(0, 1), dtype=np.int64)
+    return graph
+
+
+def stats_from_results(scene: Scene, res: dict) -> Stats:
+    """Assemble :class:`Stats` from the computed results of :func:`stats_graph`."""
+    dtype = scene.dtype
+    if "hist" in res:
+        hist = res["hist"]
+        if scene.nodata is not None:
+            hist[to_key(np.array([scene.nodata], dtype=dtype))[0]] = 0
+        nz = np.flatnonzero(hist)
+        count = int(hist.sum())
+        vmin = from_key(nz[:1], dtype)[0] if count else None
+        vmax = from_key(nz[-1:], dtype)[0] if count else None
+        return Stats(dtype, count, vmin, vmax, hist=hist, _scene=scene)
+    count = int(res["count"])
+    vmin = dtype.type(res["min"]) if count else None
+    vmax = dtype.type(res["max"]) if count else None
+    return Stats(dtype, count, vmin, vmax, top_hist=res.get("top_hist"), _scene=scene)
+
+
+def compute_stats(scene: Scene, distribution: bool = False) -> Stats:
+    """One pass over the scene: everything the class edges need (one ``dask.compute``)."""
+    graph = stats_graph(scene, distribution)
+    (res,) = dask.compute(graph)
+    return stats_from_results(scene, res)

@@ -1,0 +1,54 @@
+"""Zarr writer: class ids (and optionally colours) chunked like the processing tiles, georeferenced
+so that ``xarray.open_zarr(...).rio`` recovers the CRS and transform. Every chunk is written by
+the task that computed it, with no lock (chunks are aligned one to one)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import dask
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+import zarr
+
+from ..atomic import atomic_output
+
+log = logging.getLogger(__name__)
+
+
+def _dataset(classes: da.Array, colours: da.Array | None, scene) -> xr.Dataset:
+    coords = {"y": scene.data["y"].values, "x": scene.data["x"].values}
+    ds = xr.Dataset({"classes": (("y", "x"), classes)}, coords=coords)
+    ds["classes"].attrs.update(long_name="class id (0 = nodata)")
+    ds["classes"].encoding["_FillValue"] = 0
+    if colours is not None:
+        bands = colours.shape[0]
+        ds["colour"] = (("band", "y", "x"), colours)
+        ds = ds.assign_coords(band=("band", ["red", "green", "blue", "alpha"][:bands]))
+    ds = ds.rio.write_crs(scene.crs) if scene.crs else ds
+    return ds.rio.write_transform(scene.transform)
+
+
+def write_zarr(
+    classes: da.Array, colours: da.Array | None, scene, final: Path,
+    extra: dict | None = None, attrs_fn: Callable[[dict], dict] | None = None,
+) -> dict:
+    """Write a Zarr store at ``final`` (atomically); returns the computed ``extra`` results.
+
+    ``attrs_fn(results)`` gives group attributes known only after the pass (the legend).
+    """
+    ds = _dataset(classes, colours, scene)
+    with atomic_output(final) as tmp:
+        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
+        (results,) = dask.compute((delayed, extra or {}))
+        results = results[1]
+        if attrs_fn is not None:
+            attrs = json.loads(json.dumps(attrs_fn(results)))
+            zarr.open_group(tmp, mode="r+").attrs.update(attrs)
+    log.info("wrote %s", final)
+    return results

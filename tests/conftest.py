@@ -1,0 +1,29 @@
+"""Shared fixtures: the real rasters in ../shared/data (or $SCENECLASS_TEST_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(os.environ.get("SCENECLASS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+B10 = "LC08_L1TP_170061_20190215_20200829_02_T1_B10.TIF"  # float32, striped, no nodata
+B2 = "LC08_L1TP_224078_20200518_20200518_01_RT_B2.TIF"  # uint16, 256 tiles, 0 fill undeclared
+LE07 = "LE07_L2SP_225078_20110306_02_T1_B1.tif"  # float64, nodata 32768 and NaN
+RGBN = "rgbn_suba.tif"  # 4-band uint8, nodata 0
+ALL_NODATA = "all-nodata.tif"
+CORRUPT = "corrupt.tif"
+
+
+def data_path(name: str) -> Path:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"test raster {path} not available (set SCENECLASS_TEST_DATA)")
+    return path
+
+
+@pytest.fixture
+def data():
+    return data_path
