@@ -33,13 +33,14 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
+from affine import Affine
 from rasterio.windows import Window
 
 __all__ = ["SIZES", "parse_size", "make_scene", "footprint_columns"]
@@ -466,7 +467,7 @@ def _creation_profile(height, width, blocksize, compress, nodata_declared, crs):
         "count": 1,
         "dtype": "uint16",
         "crs": crs,
-        "transform": from_origin(ORIGIN[0], ORIGIN[1], PIXEL_SIZE, PIXEL_SIZE),
+        "transform": Affine(PIXEL_SIZE, 0.0, ORIGIN[0], 0.0, -PIXEL_SIZE, ORIGIN[1]),
         "tiled": True,
         "blockxsize": blocksize,
         "blockysize": blocksize,
@@ -494,6 +495,7 @@ def make_scene(
     nodata_declared: bool = False,
     crs: str = "EPSG:32633",
     overwrite: bool = True,
+    workers: int | None = None,
 ) -> Path:
     """Write a synthetic Landsat-like single-band scene to *path* and return it.
 
@@ -504,7 +506,8 @@ def make_scene(
 
     The file is produced as ``.<name>.partial`` beside *path* and renamed into
     place once complete.  With ``overwrite=False`` an existing *path* raises
-    :class:`FileExistsError`.
+    :class:`FileExistsError`.  *workers* threads render the tiles (default:
+    the number of CPUs, at most 8); the pixels do not depend on it.
     """
     path = Path(path)
     height, width = parse_size(size)
@@ -527,26 +530,44 @@ def make_scene(
     )
 
     profile = _creation_profile(height, width, blocksize, compress, nodata_declared, crs)
+    n_workers = max(1, int(workers) if workers else min(8, os.cpu_count() or 1))
     t0 = time.perf_counter()
-    strip = np.zeros((min(blocksize, height), width), dtype=np.uint16)
+    strip_rows = min(blocksize, height)
+    # two strip buffers: tiles of the next strip are rendered (numpy releases
+    # the GIL) while the current one is handed to GDAL / compressed
+    bufs = [np.zeros((strip_rows, width), dtype=np.uint16) for _ in range(2)]
     all_cols = np.arange(width, dtype=np.int64)
+    strips = list(range(0, height, blocksize))
+
+    def submit(pool, k):
+        r0 = strips[k]
+        r1 = min(r0 + blocksize, height)
+        buf = bufs[k % 2][: r1 - r0]
+        buf.fill(0)
+        s_rows, e_rows = start[r0:r1], stop[r0:r1]
+        return [
+            pool.submit(_render_tile, model, buf, r0, c0, min(c0 + blocksize, width), s_rows, e_rows, all_cols)
+            for c0 in range(0, width, blocksize)
+        ]
+
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHEMAX_MB, GDAL_NUM_THREADS="ALL_CPUS"):
-            with rasterio.open(partial, "w", **profile) as dst:
-                dst.update_tags(
-                    SYNTH_GENERATOR="pipeline.synth",
-                    SYNTH_SEED=str(int(seed)),
-                    SYNTH_SIZE=f"{height}x{width}",
-                )
-                for r0 in range(0, height, blocksize):
-                    r1 = min(r0 + blocksize, height)
-                    buf = strip[: r1 - r0]
-                    buf.fill(0)
-                    s_rows, e_rows = start[r0:r1], stop[r0:r1]
-                    for c0 in range(0, width, blocksize):
-                        c1 = min(c0 + blocksize, width)
-                        _render_tile(model, buf, r0, c0, c1, s_rows, e_rows, all_cols)
-                    dst.write(buf, 1, window=Window(0, r0, width, r1 - r0))
+        with (
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHEMAX_MB, GDAL_NUM_THREADS="ALL_CPUS"),
+            rasterio.open(partial, "w", **profile) as dst,
+            ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="synth") as pool,
+        ):
+            dst.update_tags(
+                SYNTH_GENERATOR="pipeline.synth",
+                SYNTH_SEED=str(int(seed)),
+                SYNTH_SIZE=f"{height}x{width}",
+            )
+            pending = submit(pool, 0)
+            for k, r0 in enumerate(strips):
+                for fut in pending:
+                    fut.result()
+                pending = submit(pool, k + 1) if k + 1 < len(strips) else []
+                h = min(r0 + blocksize, height) - r0
+                dst.write(bufs[k % 2][:h], 1, window=Window(0, r0, width, h))
         os.replace(partial, path)
     except BaseException:
         try:

@@ -24,14 +24,18 @@ log = logging.getLogger(__name__)
 def _dataset(classes: da.Array, colours: da.Array | None, scene) -> xr.Dataset:
     coords = {"y": scene.data["y"].values, "x": scene.data["x"].values}
     ds = xr.Dataset({"classes": (("y", "x"), classes)}, coords=coords)
-    ds["classes"].attrs.update(long_name="class id (0 = nodata)")
-    ds["classes"].encoding["_FillValue"] = 0
+    # nodata as a plain attribute (rioxarray reads it), not _FillValue: ids stay uint8 on reopening
+    ds["classes"].attrs.update(long_name="class id (0 = nodata)", nodata=0)
+    ds["classes"].encoding["_FillValue"] = None
     if colours is not None:
         bands = colours.shape[0]
         ds["colour"] = (("band", "y", "x"), colours)
         ds = ds.assign_coords(band=("band", ["red", "green", "blue", "alpha"][:bands]))
     ds = ds.rio.write_crs(scene.crs) if scene.crs else ds
-    return ds.rio.write_transform(scene.transform)
+    ds = ds.rio.write_transform(scene.transform)
+    for name in ds.data_vars:  # list spatial_ref as a coordinate, so plain open_zarr georeferences
+        ds[name].encoding["coordinates"] = "spatial_ref"
+    return ds
 
 
 def write_zarr(
@@ -44,11 +48,12 @@ def write_zarr(
     """
     ds = _dataset(classes, colours, scene)
     with atomic_output(final) as tmp:
-        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
+        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3)
         (results,) = dask.compute((delayed, extra or {}))
         results = results[1]
         if attrs_fn is not None:
             attrs = json.loads(json.dumps(attrs_fn(results)))
             zarr.open_group(tmp, mode="r+").attrs.update(attrs)
+            zarr.consolidate_metadata(tmp)
     log.info("wrote %s", final)
     return results
