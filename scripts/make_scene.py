@@ -29,7 +29,7 @@ def _size_arg(value: str) -> str:
         parse_size(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return value.strip()
+    return value.strip().lower().replace(" ", "")
 
 
 def build_parser() -> argparse.ArgumentParser:

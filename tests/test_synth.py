@@ -149,6 +149,12 @@ def test_seamless_across_blocksizes(tmp_path, scene):
         assert other.tobytes() == data.tobytes(), bs
 
 
+def test_independent_of_thread_count(tmp_path, scene):
+    _, data = scene
+    other = _read(make_scene(tmp_path / "w1.tif", "1000x1300", seed=0, workers=1))
+    assert other.tobytes() == data.tobytes()
+
+
 def test_nodata_flag_does_not_change_pixels(tmp_path, scene):
     _, data = scene
     path = make_scene(tmp_path / "nd.tif", "1000x1300", seed=0, nodata_declared=True)
