@@ -16,7 +16,7 @@ import numpy as np
 from . import kernels
 from .io import Scene
 from .schemes import class_edges, needs_distribution
-from .stats import Stats, compute_stats, from_key, _reduce_blocks
+from .stats import Stats, _reduce_blocks, compute_stats
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ class Fit:
     scheme: str
     edges: np.ndarray
     stats: Stats
-    counts: np.ndarray | None  # pixels per class id 0..N when exact from the histogram
 
     @property
     def n_classes(self) -> int:
@@ -40,13 +39,7 @@ def fit(scene: Scene, classes_cfg) -> Fit:
     stats = compute_stats(scene, distribution=needs_distribution(classes_cfg))
     if stats.count == 0:
         log.warning("%s band %d has no valid pixels: the output is all nodata", scene.path, scene.band)
-    edges = class_edges(classes_cfg, stats)
-    counts = None
-    if stats.exact_hist:
-        keys = np.arange(len(stats.hist))
-        cls = kernels.classify_values(from_key(keys, stats.dtype), edges, scene.nodata)
-        counts = np.bincount(cls, weights=stats.hist, minlength=len(edges)).astype(np.int64)
-    return Fit(classes_cfg.scheme, edges, stats, counts)
+    return Fit(classes_cfg.scheme, class_edges(classes_cfg, stats), stats)
 
 
 def _lut_arg(table: np.ndarray):

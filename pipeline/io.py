@@ -57,12 +57,14 @@ def gdal_path(path: str) -> str:
     return path
 
 
-def aligned_chunks(size: int, block: int, target: int) -> int:
-    """A chunk edge near ``target`` that is a whole multiple of the file's ``block`` edge."""
-    if block >= size:  # striped files: a strip spans the whole width
-        return min(size, target)
-    k = max(1, round(target / block))
-    return min(size, k * block)
+def aligned_chunks(size: int, block: int, target: int, tile: int = 1) -> int:
+    """A chunk edge near ``target`` that is a whole multiple of the file's ``block`` edge and of
+    the output's ``tile`` edge (so reads and writes both fall on tile boundaries)."""
+    unit = tile if block >= size else math.lcm(block, tile)  # striped files: a strip spans the width
+    if unit > 2 * target:
+        unit = tile  # input alignment would make chunks too large: keep the output's
+    k = max(1, round(target / unit))
+    return min(size, k * unit)
 
 
 def resolve_nodata(declared: float | None, setting: float | str, dtype: np.dtype) -> float | None:
@@ -92,8 +94,9 @@ def raster_errors(path: str) -> Iterator[None]:
         raise InputError(f"{path}: {msg}") from None
 
 
-def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: int = 2048) -> Scene:
-    """Open ``band`` of ``path`` as a lazy (y, x) dask DataArray chunked along the file's tiles."""
+def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: int = 2048, tile: int = 1) -> Scene:
+    """Open ``band`` of ``path`` as a lazy (y, x) dask DataArray chunked along the file's tiles
+    (and along the output's ``tile`` edge when given)."""
     if not is_url(path) and not os.path.exists(path):
         raise InputError(f"{path}: input file not found")
     src_path = gdal_path(path)
@@ -110,8 +113,8 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
         raise ConfigError(f"band: {path} has {count} band(s), band {band} was asked for")
     if dtype.name not in SUPPORTED_DTYPES:
         raise InputError(f"{path}: data type {dtype} is not supported ({', '.join(SUPPORTED_DTYPES)})")
-    cy = aligned_chunks(height, block[0], chunk)
-    cx = aligned_chunks(width, block[1], chunk)
+    cy = aligned_chunks(height, block[0], chunk, tile)
+    cx = aligned_chunks(width, block[1], chunk, tile)
     with raster_errors(path):
         arr = rioxarray.open_rasterio(
             src_path, chunks={"band": 1, "y": cy, "x": cx}, lock=False, cache=False,

@@ -7,7 +7,7 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import dask
 import numpy as np
@@ -59,21 +59,19 @@ def check_paths(cfg: RunConfig) -> Path:
     return final
 
 
-def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path) -> np.ndarray:
+def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path,
+          legend_of: Callable[[np.ndarray], dict]) -> np.ndarray:
     """The write pass: classify, colour and write tile by tile; returns pixels per class id."""
     classes = classify(scene, fitted)
-    extra = {} if fitted.counts is not None else {"counts": class_counts(classes, fitted.n_classes)}
     bands = BANDS[cfg.output.mode]
-    colours = colorize(classes, palette, bands) if bands else None
-    legend_of = lambda res: build_legend(  # noqa: E731
-        scene=scene, fitted=fitted, palette=palette, version=__version__, output=str(final),
-        counts=fitted.counts if fitted.counts is not None else res["counts"],
-    )
     if cfg.output.resolved_format == "cog":
-        res = write_cog(colours if bands else classes, scene, palette, cfg.output, final, extra)
+        counts = write_cog(classes, scene, palette, cfg.output, final, bands)
     else:
-        res = write_zarr(classes, colours, scene, final, extra, lambda r: {"sceneclass_legend": legend_of(r)})
-    return fitted.counts if fitted.counts is not None else res["counts"]
+        colours = colorize(classes, palette, bands) if bands else None
+        extra = {"counts": class_counts(classes, fitted.n_classes)}
+        attrs = lambda res: {"sceneclass_legend": legend_of(res["counts"])}  # noqa: E731
+        counts = write_zarr(classes, colours, scene, final, extra, attrs)["counts"]
+    return counts[: fitted.n_classes + 1]
 
 
 def run(cfg: RunConfig) -> RunResult:
@@ -81,7 +79,7 @@ def run(cfg: RunConfig) -> RunResult:
     final = check_paths(cfg)
     check_palette(cfg.palette, cfg.class_count)
     with runtime(cfg):
-        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk)
+        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
                  *scene.shape, scene.dtype, scene.nodata, scene.data.data.npartitions)
         with raster_errors(scene.path):
@@ -89,10 +87,14 @@ def run(cfg: RunConfig) -> RunResult:
                 fitted = fit(scene, cfg.classes)
             log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6))
             palette = build_palette(cfg.palette, fitted.n_classes)
+
+            def legend_of(counts: np.ndarray) -> dict:
+                return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
+                                    version=__version__, output=str(final))
+
             with phase("classify+write"):
-                counts = write(cfg, scene, fitted, palette, final)
-    legend = build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                          version=__version__, output=str(final))
+                counts = write(cfg, scene, fitted, palette, final, legend_of)
+    legend = legend_of(counts)
     lpath = None
     if cfg.output.legend:
         lpath = legend_path(final)
