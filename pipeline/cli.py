@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML config file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a config value, e.g. --set classes.count=10 (repeatable)")
+    run.add_argument("--scheduler", metavar="NAME|ADDRESS",
+                     help="dask scheduler: threads, processes, synchronous, local or tcp://host:8786 "
+                          "(same as --set dask.scheduler=...)")
 
     val = sub.add_parser("validate", parents=[common], help="check a config without reading pixels")
     val.add_argument("config")
@@ -84,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .config import load_config
 
-            cfg = load_config(args.config, args.overrides)
+            overrides = list(args.overrides)
+            if args.scheduler:
+                overrides.append(f"dask.scheduler={args.scheduler}")
+            cfg = load_config(args.config, overrides)
         with TqdmProgress() if progress else nullcontext():
             result = run(cfg)
         print(_summary(result))

@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator,
+)
 
 from .errors import ConfigError
 
 #: Config keys whose values are filesystem paths (or URLs).
 PATH_KEYS = ("input", "output.path")
+
+
+SchedulerAddress = Annotated[str, StringConstraints(pattern=r"^(tcp|tls|ucx|inproc)://\S+$")]
 
 
 class _Model(BaseModel):
@@ -101,8 +106,15 @@ class Processing(_Model):
 
 
 class Dask(_Model):
-    scheduler: Literal["threads", "synchronous", "processes"] = "threads"
-    workers: int | None = Field(None, ge=1)
+    """Where the passes run: local threads (default), processes, synchronous, a LocalCluster
+    (``local``) or an existing dask.distributed cluster (``tcp://host:8786``)."""
+
+    scheduler: Union[Literal["threads", "synchronous", "processes", "local"], SchedulerAddress] = "threads"
+    workers: int | None = Field(None, ge=1, description="threads/processes: pool size; local: worker processes")
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str | None = Field("auto", description="local: per-worker memory limit, e.g. 4GiB")
+    dashboard_address: str = ":8787"
+    connect_timeout: float = Field(10.0, gt=0)
 
 
 class RunConfig(_Model):

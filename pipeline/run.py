@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import dask
 import numpy as np
 import rasterio
 
 from . import __version__
+from .cluster import scheduler
 from .classify import Fit, class_counts, classify, colorize, fit
 from .config import RunConfig
 from .errors import ConfigError
@@ -35,18 +35,16 @@ class RunResult:
     fit: Fit
 
 
+def gdal_env(cfg: RunConfig) -> dict:
+    """GDAL settings for the run: a bounded block cache, no directory scans on open."""
+    return {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
 @contextmanager
 def runtime(cfg: RunConfig) -> Iterator[None]:
-    """GDAL settings (bounded block cache) and the dask scheduler for the whole run."""
-    with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(
-            GDAL_CACHEMAX=cfg.processing.gdal_cache_mb,
-            GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
-        ))
-        opts = {"scheduler": cfg.dask.scheduler}
-        if cfg.dask.workers:
-            opts["num_workers"] = cfg.dask.workers
-        stack.enter_context(dask.config.set(opts))
+    """GDAL settings and the dask scheduler for the whole run."""
+    env = gdal_env(cfg)
+    with rasterio.Env(**env), scheduler(cfg.dask, env):
         yield
 
 

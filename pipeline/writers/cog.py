@@ -141,7 +141,8 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
             offsets = create_staging(staging, scene, palette, bands or 1, out.blocksize)
         (counts,) = dask.compute(stage(classes, colors, offsets, staging, out.blocksize))
         log.info("assembling the COG (compression and overviews)")
-        assemble(staging, final, out)
+        # one task: on a cluster a worker assembles it, so no pixel travels to the client
+        dask.delayed(assemble, pure=False)(staging, final, out).compute()
     finally:
         remove(staging)
     log.info("wrote %s", final)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -48,12 +49,16 @@ def write_zarr(
     """
     ds = _dataset(classes, colours, scene)
     with atomic_output(final) as tmp:
-        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3)
+        with warnings.catch_warnings():  # consolidated metadata: what xarray.open_zarr looks for first
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3)
         (results,) = dask.compute((delayed, extra or {}))
         results = results[1]
         if attrs_fn is not None:
             attrs = json.loads(json.dumps(attrs_fn(results)))
             zarr.open_group(tmp, mode="r+").attrs.update(attrs)
-            zarr.consolidate_metadata(tmp)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                zarr.consolidate_metadata(tmp)
     log.info("wrote %s", final)
     return results

@@ -1,0 +1,55 @@
+"""The dask scheduler a run uses: local threads/processes, a LocalCluster, or an existing cluster.
+
+Both passes (statistics and write) run on the chosen scheduler. Workers read the input
+themselves (shared path or URL) and write their own tiles/chunks; only the histogram and the
+class counts travel back to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+import dask
+
+from .config import Dask
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+@contextmanager
+def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None]:
+    """Make ``cfg.scheduler`` the default for every ``dask.compute`` inside; yields the
+    distributed Client, if any."""
+    if cfg.scheduler in LOCAL_SCHEDULERS:
+        opts = {"scheduler": cfg.scheduler}
+        if cfg.workers:
+            opts["num_workers"] = cfg.workers
+        with dask.config.set(opts):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if cfg.scheduler == "local":
+        env = {k: str(v) for k, v in (gdal_env or {}).items()}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            cluster = LocalCluster(
+                n_workers=cfg.workers or 2, threads_per_worker=cfg.threads_per_worker,
+                memory_limit=cfg.memory_limit, processes=True, dashboard_address=cfg.dashboard_address,
+            )
+        with cluster, Client(cluster) as client:
+            log.info("dask LocalCluster with %d workers; dashboard: %s", len(cluster.workers), client.dashboard_link)
+            yield client
+        return
+    try:
+        client = Client(cfg.scheduler, timeout=cfg.connect_timeout)
+    except (OSError, TimeoutError) as e:
+        raise ConfigError(f"dask.scheduler: cannot connect to {cfg.scheduler} ({e})") from None
+    with client:
+        workers = len(client.scheduler_info().get("workers", {}))
+        log.info("dask cluster %s with %d workers; dashboard: %s", cfg.scheduler, workers, client.dashboard_link)
+        yield client
