@@ -19,12 +19,17 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     common.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars on stderr (default: when stderr is a terminal)")
+    common.add_argument("--log-file", metavar="PATH", help="also append log records to this file")
+    common.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="json: one JSON object per log record (for schedulers)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="classify a scene as a YAML config says")
     run.add_argument("config", help="YAML config file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a config value, e.g. --set classes.count=10 (repeatable)")
+    run.add_argument("--force", action="store_true", help="redo outputs even when their manifest says up to date")
+    run.add_argument("--dry-run", action="store_true", help="list what would be done and why; touch nothing")
     run.add_argument("--scheduler", metavar="NAME|ADDRESS",
                      help="dask scheduler: threads, processes, synchronous, local or tcp://host:8786 "
                           "(same as --set dask.scheduler=...)")
@@ -42,59 +47,85 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        data = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def _setup_logging(args) -> None:
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    fmt = (JsonFormatter() if args.log_format == "json"
+           else logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if args.log_file:
+        handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
     root = logging.getLogger("pipeline")
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
     root.propagate = False
     logging.captureWarnings(True)
+    logging.getLogger("py.warnings").handlers[:] = handlers
 
 
-def _summary(result) -> str:
-    leg = result.legend
-    lines = [f"{result.output}  ({leg['scheme']}, {leg['classes_requested']} classes, "
-             f"{leg['valid_pixels']} valid pixels)"]
-    if result.legend_path:
-        lines.append(f"{result.legend_path}")
-    return "\n".join(lines)
+def _report(batch, dry_run: bool) -> None:
+    """What happened to each output, on stdout."""
+    for job in batch.jobs:
+        if dry_run:
+            print(f"{job.verdict.status:<10} {job.output}  ({job.verdict.reason})")
+        elif job.status == "failed":
+            print(f"failed     {job.output}  ({job.error})")
+        else:
+            print(f"{job.status:<10} {job.output}")
+    if len(batch.jobs) > 1 and not dry_run:
+        counts = {s: sum(j.status == s for j in batch.jobs) for s in ("done", "skipped", "failed")}
+        print(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args)
     from .errors import SceneclassError
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        if args.command == "validate":
-            from .config import load_config
+        from .config import load_config
 
+        if args.command == "validate":
             cfg = load_config(args.config, args.overrides)
             print(cfg.model_dump_json(indent=2))
             return 0
         from contextlib import nullcontext
 
+        from .batch import run_batch
         from .progress import TqdmProgress
-        from .run import run
 
         if args.command == "demo":
             from .demo import demo_config
 
             cfg = demo_config(args.out, args.size, args.seed, args.overrides)
         else:
-            from .config import load_config
-
             overrides = list(args.overrides)
             if args.scheduler:
                 overrides.append(f"dask.scheduler={args.scheduler}")
             cfg = load_config(args.config, overrides)
+        force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
         with TqdmProgress() if progress else nullcontext():
-            result = run(cfg)
-        print(_summary(result))
-        return 0
+            batch = run_batch(cfg, force=force, dry_run=dry_run)
+        if cfg.input is not None and batch.failed:  # a single scene: its error is the message
+            print(f"sceneclass: error: {batch.failed[0].error}", file=sys.stderr)
+            return batch.failed[0].exit_code
+        _report(batch, dry_run)
+        return batch.exit_code
     except SceneclassError as e:
         print(f"sceneclass: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -18,7 +18,9 @@ from pydantic import (
 from .errors import ConfigError
 
 #: Config keys whose values are filesystem paths (or URLs).
-PATH_KEYS = ("input", "output.path")
+PATH_KEYS = ("input", "output.path", "output.folder")
+#: Placeholders an output path template may use (see :mod:`pipeline.batch`).
+TEMPLATE_FIELDS = ("stem", "name", "band", "scheme", "date")
 
 
 SchedulerAddress = Annotated[str, StringConstraints(pattern=r"^(tcp|tls|ucx|inproc)://\S+$")]
@@ -75,7 +77,8 @@ class Palette(_Model):
 
 
 class Output(_Model):
-    path: str
+    path: str  # a path, or a template such as "{stem}_classes.tif" (see TEMPLATE_FIELDS)
+    folder: str | None = None  # where outputs go; ``path`` is then relative to it
     format: Literal["cog", "zarr"] | None = None  # default: from the path's suffix
     mode: Literal["paletted", "rgb", "rgba"] = "paletted"
     compression: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
@@ -85,6 +88,28 @@ class Output(_Model):
     blocksize: int = Field(512, ge=64, le=4096)
     legend: bool = True
     overwrite: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        import string
+
+        try:
+            fields = [f for _, f, spec, conv in string.Formatter().parse(v) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"bad template {v!r}: {e}") from None
+        for f in fields:
+            if f not in TEMPLATE_FIELDS:
+                raise ValueError(f"unknown placeholder {{{f}}}; use {', '.join('{%s}' % n for n in TEMPLATE_FIELDS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _inside_folder(self) -> "Output":
+        if self.folder is not None:
+            p = Path(self.path)
+            if p.is_absolute() or ".." in p.parts:
+                raise ValueError("output.path must be relative to output.folder, without '..'")
+        return self
 
     @field_validator("blocksize")
     @classmethod
@@ -117,10 +142,20 @@ class Dask(_Model):
     connect_timeout: float = Field(10.0, gt=0)
 
 
-class RunConfig(_Model):
-    """One job: one input raster band -> one classified output (+ legend)."""
+class InputSpec(_Model):
+    """One entry of ``inputs`` with its own settings (per-input overrides)."""
 
-    input: str
+    path: str
+    band: int | None = Field(None, ge=1)
+    nodata: Union[float, Literal["file", "none"], None] = None
+
+
+class RunConfig(_Model):
+    """A job: one input (``input``) or a batch (``inputs``: paths and glob patterns) -> one
+    classified output per input (+ legend and manifest)."""
+
+    input: str | None = None
+    inputs: list[Union[str, InputSpec]] | None = None
     band: int = Field(1, ge=1)
     nodata: Union[float, Literal["file", "none"]] = "file"
     classes: Classes = Field(default_factory=EqualInterval)
@@ -128,6 +163,14 @@ class RunConfig(_Model):
     output: Output
     processing: Processing = Field(default_factory=Processing)
     dask: Dask = Field(default_factory=Dask)
+
+    @model_validator(mode="after")
+    def _one_input_key(self) -> "RunConfig":
+        if (self.input is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'input' (one scene) or 'inputs' (a list of paths/globs)")
+        if self.inputs is not None and not self.inputs:
+            raise ValueError("inputs is empty")
+        return self
 
     @property
     def class_count(self) -> int:
@@ -207,7 +250,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     """One line naming the first offending key, e.g. ``cfg.yaml: classes.count: ...``."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "missing":
@@ -222,8 +265,17 @@ def build_config(data: dict, *, base_dir: Path, source: str, overrides: list[str
     data = _deepcopy(data)
     for key in PATH_KEYS:
         value = _get(data, key)
+        if key == "output.path" and _get(data, "output.folder") is not None:
+            continue  # relative to output.folder, resolved per input
         if isinstance(value, str):
             _set(data, key, _resolve(value, base_dir))
+    if isinstance(data.get("inputs"), list):
+        data["inputs"] = [
+            _resolve(i, base_dir) if isinstance(i, str)
+            else dict(i, path=_resolve(i["path"], base_dir)) if isinstance(i, dict) and isinstance(i.get("path"), str)
+            else i
+            for i in data["inputs"]
+        ]
     for text in overrides:
         key, value = parse_override(text)
         _set(data, key, value)

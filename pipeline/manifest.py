@@ -1,0 +1,126 @@
+"""Per-output manifests: what made an output, so a rerun can skip work that is already done.
+
+A manifest (``NAME.manifest.json`` beside the output) records the job's config hash, the
+input's fingerprint, library versions, edges, counts, timings and status. It is written last,
+after the output and its legend are in place, so a manifest with status ``done`` means the
+output is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_output
+from .io import is_url
+
+#: config sections that change the pixels or files of an output (not where or how fast it runs)
+HASHED_KEYS = ("input", "band", "nodata", "classes", "palette", "output")
+_CHUNK = 1 << 20
+
+
+def manifest_path(output: Path) -> Path:
+    base = output.name[: -len(output.suffix)] if output.suffix else output.name
+    return output.with_name(base + ".manifest.json")
+
+
+def config_hash(job) -> str:
+    """Hash of everything in a job's config that affects its output (not dask/processing)."""
+    data = job.model_dump(mode="json", include=set(HASHED_KEYS) | {"outputs"} & set(type(job).model_fields))
+    data["output"].pop("overwrite", None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_checksum(path: str) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def quick_fingerprint(path: str) -> dict:
+    """Size and mtime (cheap); URLs are fingerprinted by their address only."""
+    if is_url(path):
+        return {"url": path}
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def fingerprint(path: str) -> dict:
+    fp = quick_fingerprint(path)
+    if "size" in fp:
+        fp["blake2b"] = file_checksum(path)
+    return fp
+
+
+def versions() -> dict:
+    import dask
+    import numpy
+    import rasterio
+
+    from . import __version__
+
+    return {
+        "sceneclass": __version__, "numpy": numpy.__version__, "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__, "dask": dask.__version__, "python": platform.python_version(),
+    }
+
+
+def read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(path: Path, data: dict) -> None:
+    with atomic_output(path, ".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def output_fingerprint(output: Path) -> dict | None:
+    """Size/mtime of a COG, or of a Zarr store's metadata file; None when missing."""
+    target = output / "zarr.json" if output.is_dir() else output
+    try:
+        st = target.stat()
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@dataclass
+class Verdict:
+    status: str  # new | changed | up to date
+    reason: str
+    input_fp: dict | None = None  # the input's full fingerprint when it had to be computed
+
+
+def judge(job, output: Path, extra_files: list[Path]) -> Verdict:
+    """Is ``output`` up to date for ``job``? Cheap checks first; a checksum only when the
+    input's size or mtime changed since the manifest."""
+    man = read_manifest(manifest_path(output))
+    if man is None:
+        return Verdict("new", "no manifest")
+    if man.get("status") != "done":
+        return Verdict("changed", f"last run {man.get('status', 'unknown')}")
+    if man.get("config_hash") != config_hash(job):
+        return Verdict("changed", "config changed")
+    if output_fingerprint(output) != man.get("output_fingerprint"):
+        return Verdict("changed", "output missing or modified")
+    missing = [p.name for p in extra_files if not p.exists()]
+    if missing:
+        return Verdict("changed", f"missing {', '.join(missing)}")
+    old = man.get("input_fingerprint", {})
+    quick = quick_fingerprint(job.input)
+    if all(old.get(k) == v for k, v in quick.items()):
+        return Verdict("up to date", "input unchanged (size, mtime)")
+    full = fingerprint(job.input)
+    if full.get("blake2b") and full.get("blake2b") == old.get("blake2b"):
+        return Verdict("up to date", "input touched, content unchanged", full)
+    return Verdict("changed", "input changed", full)
