@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 import dask
@@ -122,6 +123,18 @@ def stage(classes: da.Array, colors: np.ndarray | None, offsets: np.ndarray, pat
 
 
 # --------------------------------------------------------------------- the writer
+def distributed_client():
+    """The active dask.distributed Client, or None (without importing distributed)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_client
+
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
 def assemble(staging: Path, final: Path, out: Output) -> None:
     """GDAL: staging GeoTIFF -> COG at ``final`` (compressed on all cores, overviews), atomically."""
     with atomic_output(final, ".tif") as tmp, raster_errors(str(final)):
@@ -141,8 +154,11 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
             offsets = create_staging(staging, scene, palette, bands or 1, out.blocksize)
         (counts,) = dask.compute(stage(classes, colors, offsets, staging, out.blocksize))
         log.info("assembling the COG (compression and overviews)")
-        # one task: on a cluster a worker assembles it, so no pixel travels to the client
-        dask.delayed(assemble, pure=False)(staging, final, out).compute()
+        client = distributed_client()
+        if client is None:
+            assemble(staging, final, out)
+        else:  # a worker assembles it, so no pixel travels to the client
+            client.submit(assemble, staging, final, out, pure=False).result()
     finally:
         remove(staging)
     log.info("wrote %s", final)
