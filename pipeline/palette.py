@@ -8,6 +8,7 @@ matplotlib colormap name works when matplotlib is installed.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from functools import lru_cache
 from importlib import resources
@@ -16,6 +17,8 @@ import numpy as np
 
 from .config import Palette
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_COLORMAP = "viridis"
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})([0-9a-fA-F]{2})?$")
@@ -90,6 +93,8 @@ def build_palette(cfg: Palette, n: int) -> np.ndarray:
     check_palette(cfg, n)
     if cfg.colors is not None:
         given = np.array([parse_color(c, i) for i, c in enumerate(cfg.colors)], dtype=np.uint8)
+        if len(given) > n and not cfg.interpolate:
+            log.warning("palette.colors: %d colours for %d classes; using the first %d", len(given), n, n)
         colors = interpolate(given, n) if cfg.interpolate and len(given) != n else given[:n]
     else:
         colors = sample(colormap_table(cfg.name or DEFAULT_COLORMAP), n)
