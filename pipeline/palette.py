@@ -88,6 +88,16 @@ def check_palette(cfg: Palette, n: int) -> None:
         )
 
 
+def check_table_alpha(cfg: Palette) -> None:
+    """A GeoTIFF colour table has no alpha: refuse translucent explicit colours for a paletted COG."""
+    for i, c in enumerate(cfg.colors or ()):
+        if parse_color(c, i)[3] != 255:
+            raise ConfigError(
+                f"palette.colors.{i}: {c!r} is translucent, but a GeoTIFF colour table stores no alpha; "
+                "use output.mode: rgba, a Zarr output, or an opaque colour"
+            )
+
+
 def build_palette(cfg: Palette, n: int) -> np.ndarray:
     """The (n+1, 4) RGBA table for ``n`` classes; row 0 (nodata) is transparent."""
     check_palette(cfg, n)

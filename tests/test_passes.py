@@ -1,0 +1,303 @@
+"""How many passes over the data the library makes, and that the lazy graphs compute the right thing.
+
+Counted two ways:
+* ``ComputeCounter`` (dask callback): ``dask.compute`` calls, and executed read tasks by key-name
+  prefix (with low-level task fusion turned off, so that each chunk read is its own task);
+* actual windowed reads through rioxarray's array wrapper, with dask's default optimisation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+import rioxarray._io
+import xarray as xr
+from affine import Affine
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from pipeline.classify import class_counts, classify, colorize, fit
+from pipeline.config import EqualInterval, Manual, Quantile, build_config
+from pipeline.io import Scene, open_scene
+from pipeline.progress import ComputeCounter
+from pipeline.run import run
+
+from conftest import B2, B10, LE07, RGBN, data_path
+
+# name -> (file, band, nodata setting, chunk): chunk sizes chosen so the chunks do not divide the scene
+SCENES = {
+    "B10-float32": (B10, 1, "file", 300),
+    "B2-uint16": (B2, 1, 0.0, 1000),
+    "LE07-float64": (LE07, 1, "file", 100),
+    "RGBN-uint8": (RGBN, 2, "file", 100),
+}
+
+EI = EqualInterval(count=20)
+Q10 = Quantile(scheme="quantile", count=10)
+
+
+def _open(scene_id: str) -> Scene:
+    name, band, nodata, chunk = SCENES[scene_id]
+    return open_scene(str(data_path(name)), band, nodata, chunk)
+
+
+def _read_prefix(scene: Scene) -> str:
+    """The name (as ComputeCounter reports it) of the rioxarray layer that reads the file's chunks."""
+    names = {k[0] for k in scene.data.data.__dask_graph__() if isinstance(k, tuple)}
+    readers = [n for n in names if n.startswith("open_rasterio-")]
+    assert len(readers) == 1, names
+    return readers[0].rsplit("-", 1)[0]
+
+
+def _reads(counter: ComputeCounter, prefix: str) -> int:
+    return sum(n for name, n in counter.tasks.items() if name.startswith(prefix))
+
+
+@pytest.fixture
+def window_reads(monkeypatch):
+    """Counts the windows rioxarray actually reads from disk (fused tasks or not)."""
+    seen: Counter = Counter()
+    lock = threading.Lock()
+    orig = rioxarray._io.RasterioArrayWrapper._getitem
+
+    def counting(self, key):
+        out = orig(self, key)
+        window = tuple((k.start, k.stop) if isinstance(k, slice) else k for k in tuple(key)[-2:])
+        with lock:
+            seen[window] += 1
+        return out
+
+    monkeypatch.setattr(rioxarray._io.RasterioArrayWrapper, "_getitem", counting)
+    return seen
+
+
+def _assert_tiles_scene(reads: Counter, shape: tuple[int, int]) -> None:
+    """The windows read cover the scene exactly once (disjoint, complete)."""
+    cover = np.zeros(shape, np.int64)
+    for (y, x) in reads:
+        cover[y[0]:y[1], x[0]:x[1]] += 1
+    assert (cover == 1).all(), "the windows read overlap or miss pixels"
+
+
+def _unfused():
+    return dask.config.set({"optimization.fuse.active": False})
+
+
+# ------------------------------------------------------------------------- graph building is lazy
+@pytest.mark.parametrize("scene_id", list(SCENES))
+def test_building_graphs_computes_nothing(scene_id, window_reads):
+    with ComputeCounter() as c:
+        scene = _open(scene_id)
+    assert c.computes == 0 and sum(c.tasks.values()) == 0
+    assert sum(window_reads.values()) == 0, "open_scene read pixels"
+    assert isinstance(scene.data.data, da.Array)
+    assert scene.data.data.npartitions > 1
+
+    fitted = fit(scene, EI)
+    window_reads.clear()
+    palette = np.arange(21 * 4, dtype=np.uint8).reshape(21, 4)
+    with ComputeCounter() as c:
+        classes = classify(scene, fitted)
+        rgb = colorize(classes, palette, 3)
+        rgba = colorize(classes, palette, 4)
+        counts = class_counts(classes, fitted.n_classes)
+    assert c.computes == 0 and sum(c.tasks.values()) == 0
+    assert sum(window_reads.values()) == 0, "building the classify graph read pixels"
+    for arr in (classes, rgb, rgba, counts):
+        assert isinstance(arr, da.Array)
+    assert classes.dtype == np.uint8 and classes.chunks == scene.data.data.chunks
+    assert rgb.shape == (3, *scene.shape) and rgba.shape == (4, *scene.shape)
+
+
+# ------------------------------------------------------------------------------ the statistics pass
+@pytest.mark.parametrize(
+    "scene_id,cfg,computes",
+    [
+        ("B10-float32", EI, 1),
+        ("B2-uint16", EI, 1),
+        ("LE07-float64", EI, 1),
+        ("RGBN-uint8", EI, 1),
+        ("B2-uint16", Q10, 1),
+        ("RGBN-uint8", Q10, 1),
+        # radix refinement: one extra pass per 16 key bits below the top 16
+        ("B10-float32", Q10, 2),
+        ("LE07-float64", Q10, 4),
+    ],
+    ids=lambda v: getattr(v, "scheme", v),
+)
+def test_fit_passes(scene_id, cfg, computes, window_reads):
+    scene = _open(scene_id)
+    n_chunks = scene.data.data.npartitions
+    prefix = _read_prefix(scene)
+
+    with _unfused(), ComputeCounter() as c:
+        unfused = fit(scene, cfg)
+    assert c.computes == computes
+    assert _reads(c, prefix) == computes * n_chunks, dict(c.tasks)
+
+    window_reads.clear()
+    with ComputeCounter() as c:
+        fused = fit(scene, cfg)
+    assert c.computes == computes
+    assert sum(window_reads.values()) == computes * n_chunks
+    assert len(window_reads) == n_chunks  # every chunk read, each the same number of times
+    _assert_tiles_scene(window_reads, scene.shape)
+    assert set(window_reads.values()) == {computes}
+    np.testing.assert_array_equal(fused.edges, unfused.edges)
+
+
+def test_quantile_float32_costs_exactly_two_computes():
+    scene = _open("B10-float32")
+    with ComputeCounter() as c:
+        fitted = fit(scene, Q10)
+    assert c.computes == 2
+    assert fitted.stats.extra_passes == 1
+
+
+@pytest.mark.parametrize(
+    "scene_id,cfg,computes",
+    [("B2-uint16", EI, 2), ("B2-uint16", Q10, 2), ("RGBN-uint8", EI, 2), ("B10-float32", EI, 2),
+     ("B10-float32", Q10, 3)],
+    ids=lambda v: getattr(v, "scheme", v),
+)
+def test_run_computes(tmp_path, scene_id, cfg, computes, window_reads):
+    """A whole run: one statistics pass (plus refinement for float quantiles) and one write pass."""
+    name, band, nodata, chunk = SCENES[scene_id]
+    scene = _open(scene_id)
+    config = build_config(
+        {"input": str(data_path(name)), "band": band, "nodata": nodata,
+         "classes": cfg.model_dump(), "output": {"path": str(tmp_path / "out.tif")},
+         "processing": {"chunk": chunk}},
+        base_dir=tmp_path, source="test",
+    )
+    window_reads.clear()
+    with ComputeCounter() as c:
+        run(config)
+    assert c.computes == computes, c.phases
+    assert c.phases == ["statistics"] * (computes - 1) + ["classify+write"]
+    _assert_tiles_scene(window_reads, scene.shape)
+    assert set(window_reads.values()) == {computes}, "some chunk was read more often than once per pass"
+
+
+# ------------------------------------------------------------ dask results equal numpy (real data)
+def _ref_classes(arr: np.ndarray, ok: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Class ids by numpy.digitize (left-closed bins), last class closed, out of range and invalid 0."""
+    n = len(edges) - 1
+    dt = np.result_type(arr.dtype, edges.dtype)
+    a, e = arr.astype(dt), edges.astype(dt)
+    k = np.digitize(a, e, right=False)
+    k[a == e[-1]] = n
+    k[(k < 1) | (k > n) | ~ok] = 0
+    return k.astype(np.uint8)
+
+
+def _valid(arr: np.ndarray, nodata) -> np.ndarray:
+    ok = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, bool)
+    if nodata is not None:
+        ok &= arr != nodata
+    return ok
+
+
+@pytest.mark.parametrize("scene_id", list(SCENES))
+@pytest.mark.parametrize("cfg", [EI, Q10, "manual"], ids=["ei", "q", "manual"])
+def test_classify_on_uneven_chunks_equals_numpy(scene_id, cfg):
+    scene = _open(scene_id)
+    chunks = scene.data.data.chunks
+    assert any(len(set(c)) > 1 for c in chunks), f"chunks {chunks} are even"
+    name, band, nodata, _ = SCENES[scene_id]
+    with rasterio.open(data_path(name)) as src:
+        arr = src.read(band)
+    ok = _valid(arr, scene.nodata)
+    valid = arr[ok]
+    if cfg == "manual":
+        lo, hi = np.quantile(valid, [0.1, 0.9])
+        cfg = Manual(scheme="manual", breaks=list(np.linspace(lo, hi, 6)))
+        edges = np.asarray(cfg.breaks)
+    elif cfg.scheme == "quantile":
+        edges = np.quantile(valid, np.linspace(0, 1, cfg.count + 1))
+    else:
+        edges = np.histogram(valid, bins=cfg.count)[1]
+    fitted = fit(scene, cfg)
+    np.testing.assert_array_equal(fitted.edges, edges)
+    assert fitted.edges.dtype == edges.dtype
+    ref = _ref_classes(arr, ok, edges)
+
+    classes = classify(scene, fitted)
+    palette = np.random.default_rng(0).integers(0, 256, (fitted.n_classes + 1, 4), dtype=np.uint8)
+    got, rgba, counts = dask.compute(classes, colorize(classes, palette, 4), class_counts(classes, fitted.n_classes))
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(rgba, np.moveaxis(palette[ref], -1, 0))
+    np.testing.assert_array_equal(counts, np.bincount(ref.ravel(), minlength=fitted.n_classes + 1))
+
+
+# ------------------------------------------------- dask results equal numpy (synthetic, every dtype)
+def _chunking(draw, size: int) -> tuple[int, ...]:
+    cuts = draw(st.lists(st.integers(1, max(size - 1, 1)), max_size=4, unique=True)) if size > 1 else []
+    edges = [0, *sorted(c for c in cuts if 0 < c < size), size]
+    return tuple(b - a for a, b in zip(edges, edges[1:]))
+
+
+_INT_RANGES = {  # signed ranges kept to half the span: numpy.quantile's own b - a overflows beyond
+    "uint8": (0, 255), "int8": (-60, 60), "uint16": (0, 65535), "int16": (-16000, 16000),
+    "uint32": (0, 2**32 - 1), "int32": (-2**30, 2**30),
+}
+
+
+@st.composite
+def scenes(draw):
+    dtype = np.dtype(draw(st.sampled_from([*_INT_RANGES, "float32", "float64"])))
+    shape = (draw(st.integers(1, 24)), draw(st.integers(1, 24)))
+    if dtype.kind == "f":
+        finite = st.floats(-1e6, 1e6, width=dtype.itemsize * 8)
+        special = st.sampled_from([np.nan, np.inf, -np.inf, -0.0, 0.0])
+        elements = st.one_of(finite, special)
+        # a small pool of values, so that ties (and values equal to edges) are common
+        pool = draw(st.lists(finite, min_size=1, max_size=6))
+        elements = st.one_of(elements, st.sampled_from(pool))
+    else:
+        lo, hi = _INT_RANGES[dtype.name]
+        pool = draw(st.lists(st.integers(lo, hi), min_size=1, max_size=6))
+        elements = st.one_of(st.integers(lo, hi), st.sampled_from(pool))
+    arr = draw(hnp.arrays(dtype, shape, elements=elements))
+    nodata = draw(st.one_of(st.none(), st.sampled_from(arr.ravel().tolist())))
+    if nodata is not None and isinstance(nodata, float) and not np.isfinite(nodata):
+        nodata = None
+    chunks = (_chunking(draw, shape[0]), _chunking(draw, shape[1]))
+    return arr, nodata, chunks
+
+
+def _mem_scene(arr: np.ndarray, nodata, chunks) -> Scene:
+    data = xr.DataArray(da.from_array(arr, chunks=chunks), dims=("y", "x"))
+    return Scene(path="memory", band=1, data=data, nodata=None if nodata is None else float(nodata),
+                 crs=None, transform=Affine.identity(), block_shape=(1, 1))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenes(), st.sampled_from(["equal_interval", "quantile"]), st.integers(1, 12))
+def test_classify_any_dtype_equals_numpy(case, scheme, n):
+    arr, nodata, chunks = case
+    ok = _valid(arr, nodata)
+    valid = arr[ok]
+    assume(valid.size > 0)
+    if scheme == "equal_interval":
+        cfg = EqualInterval(count=n)
+        ref_counts, edges = np.histogram(valid, bins=n)
+    else:
+        cfg = Quantile(scheme="quantile", count=n)
+        edges = np.quantile(valid, np.linspace(0, 1, n + 1))
+        ref_counts = np.histogram(valid, bins=edges)[0]
+    scene = _mem_scene(arr, nodata, chunks)
+    fitted = fit(scene, cfg)
+    assert fitted.edges.dtype == edges.dtype
+    np.testing.assert_array_equal(fitted.edges, edges)
+    ref = _ref_classes(arr, ok, edges)
+    np.testing.assert_array_equal(np.bincount(ref[ok], minlength=n + 1)[1:], ref_counts)
+    got = classify(scene, fitted).compute()
+    np.testing.assert_array_equal(got, ref)
