@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,10 +191,12 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     from .run import run
 
     started = time.time()
-    try:
-        input_fp = (job.verdict and job.verdict.input_fp) or fingerprint(job.config.input)
-    except OSError:
-        input_fp = None  # missing input: the run below fails and says so
+    known = job.verdict.input_fp if job.verdict else None
+    # the input's checksum is read in a background thread while the passes run (hashlib
+    # releases the GIL), so it costs no wall time on a multi-core machine
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum")
+    pending = None if known else pool.submit(fingerprint, job.config.input)
+    pool.shutdown(wait=False)
     try:
         job.result = run(job.config)
         job.status = "done"
@@ -204,6 +207,10 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         log.debug("%s", job.error, exc_info=True)
     if job.status == "failed" and log_errors:
         log.error("%s", job.error)
+    try:
+        input_fp = known or pending.result()
+    except OSError:
+        input_fp = None  # missing input: the run above failed and said so
     job.seconds = time.time() - started
     _record(job, started, input_fp)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -132,3 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sceneclass: interrupted", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """Console entry point: run, flush, and leave without the interpreter's slow teardown
+    (every file is closed and every pool shut down by then; atexit hooks have nothing to do)."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -13,16 +13,16 @@ from typing import Callable
 import dask
 import dask.array as da
 import numpy as np
-import rioxarray  # noqa: F401  (registers the .rio accessor)
-import xarray as xr
-import zarr
 
 from ..atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
 
-def _dataset(classes: da.Array, colours: da.Array | None, scene) -> xr.Dataset:
+def _dataset(classes: da.Array, colours: da.Array | None, scene):
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
     coords = {"y": scene.data["y"].values, "x": scene.data["x"].values}
     ds = xr.Dataset({"classes": (("y", "x"), classes)}, coords=coords)
     # nodata as a plain attribute (rioxarray reads it), not _FillValue: ids stay uint8 on reopening
@@ -31,7 +31,8 @@ def _dataset(classes: da.Array, colours: da.Array | None, scene) -> xr.Dataset:
     if colours is not None:
         bands = colours.shape[0]
         ds["colour"] = (("band", "y", "x"), colours)
-        ds = ds.assign_coords(band=("band", ["red", "green", "blue", "alpha"][:bands]))
+        ds = ds.assign_coords(band=("band", np.arange(1, bands + 1)))  # GDAL-style 1-based bands
+        ds["colour"].attrs["band_names"] = ["red", "green", "blue", "alpha"][:bands]
     ds = ds.rio.write_crs(scene.crs) if scene.crs else ds
     ds = ds.rio.write_transform(scene.transform)
     for name in ds.data_vars:  # list spatial_ref as a coordinate, so plain open_zarr georeferences
@@ -47,6 +48,8 @@ def write_zarr(
 
     ``attrs_fn(results)`` gives group attributes known only after the pass (the legend).
     """
+    import zarr
+
     ds = _dataset(classes, colours, scene)
     with atomic_output(final) as tmp:
         with warnings.catch_warnings():  # consolidated metadata: what xarray.open_zarr looks for first
