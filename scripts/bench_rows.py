@@ -1,0 +1,378 @@
+#!/usr/bin/env python
+"""One benchmark row as a standalone process: ``python scripts/bench_rows.py ROW INPUT OUTPUT``.
+
+Every classifying row turns the single-band 8/16-bit unsigned INPUT into 20 equal-interval
+classes exactly like ``numpy.histogram(valid, bins=20)`` (valid = pixels != 0; class 0 is
+nodata, class k is histogram bin k-1: left-closed, the last bin closed) and writes the class ids
+as a georeferenced, paletted uint8 COG with sceneclass's default COG creation options.
+
+Rows (what users would otherwise run, and two references):
+
+``read``            decode every pixel once (block reads) and discard; OUTPUT is ignored.
+``copy``            ``rasterio.shutil.copy(INPUT, OUTPUT, driver="COG")``: the I/O users know.
+``recipe``          the blog recipe as written: whole array, ``np.histogram``, a boolean mask
+                    and an RGB colour per class (its 8-colour table cycled for 20 classes).
+``numpy``           a careful in-memory numpy version: per-row-block ``bincount``,
+                    ``histogram_bin_edges`` on [min, max], a value -> class look-up table.
+``xarray-spatial``  ``xrspatial.classify.equal_interval`` on a dask array (rioxarray), written
+                    with ``.rio.to_raster``. Closes its bins on the right: a few pixels differ.
+``floor``           sceneclass's own COG writer fed with precomputed classes (INPUT is then the
+                    classes GeoTIFF made by the ``reference`` helper): read once + write, no stats.
+``sceneclass``      the CLI, ``sceneclass run CFG``, with a generated config (this script
+                    ``exec``s it, so the process measured is the CLI itself).
+
+Helper (not a benchmark row): ``reference INPUT CLASSES.tif`` writes the numpy row's classes as
+an uncompressed tiled GeoTIFF: the floor row's input and the bench's agreement reference.
+
+Each row prints one line ``BENCH_ROW {json}`` on stdout with its in-process phase times.
+Rows do all their work in this process (no worker processes), so the parent's
+``wait4`` rusage covers the whole row. Heavy imports happen inside the rows (and are timed).
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.perf_counter()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+#: The classification every row does.
+N_CLASSES = 20
+NODATA = 0
+#: sceneclass's default processing chunk (``processing.chunk``); dask rows use the same.
+CHUNK = 2048
+#: sceneclass's default COG creation options (``pipeline.writers.cog.cog_options(Output(...))``;
+#: kept literal here so the in-memory rows do not pay for importing dask; a test checks they agree).
+COG_OPTIONS = {
+    "BLOCKSIZE": 512,
+    "COMPRESS": "ZSTD",
+    "NUM_THREADS": "ALL_CPUS",
+    "BIGTIFF": "IF_SAFER",
+    "OVERVIEWS": "AUTO",
+    "OVERVIEW_RESAMPLING": "NEAREST",
+    "LEVEL": 3,
+}
+#: Exit code of a row whose optional dependency is missing (the bench reports "not installed").
+EXIT_NOT_INSTALLED = 3
+
+ROWS = ("read", "copy", "recipe", "numpy", "xarray-spatial", "floor", "sceneclass")
+HELPERS = ("reference",)
+
+#: Rows whose output is a class-id COG compared with the reference; ``copy`` is compared with
+#: the input itself; ``read`` writes nothing.
+CLASS_ROWS = ("recipe", "numpy", "xarray-spatial", "floor", "sceneclass")
+#: Rows whose pixel mismatches against the reference are expected and only reported.
+TOLERATED_MISMATCH = ("xarray-spatial",)
+
+
+class Phases:
+    """Named wall-clock phases of a row, reported as ``BENCH_ROW {json}`` on stdout."""
+
+    def __init__(self, row: str):
+        self.row = row
+        self.times: dict[str, float] = {}
+        self._t = time.perf_counter()
+        self.extra: dict = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round(self.times.get(name, 0.0) + now - self._t, 4)
+        self._t = now
+
+    def report(self) -> None:
+        payload = {"row": self.row, "phases": self.times,
+                   "in_process_s": round(time.perf_counter() - T_START, 4), **self.extra}
+        print("BENCH_ROW " + json.dumps(payload), flush=True)
+
+
+# --------------------------------------------------------------------------- shared helpers
+def palette_rgba(n: int = N_CLASSES) -> list[tuple[int, int, int, int]]:
+    """A viridis-like ramp: entry 0 (nodata) transparent, 1..n interpolated between anchors."""
+    anchors = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+    out = [(0, 0, 0, 0)]
+    for i in range(n):
+        t = i / max(n - 1, 1) * (len(anchors) - 1)
+        k = min(int(t), len(anchors) - 2)
+        f = t - k
+        a, b = anchors[k], anchors[k + 1]
+        out.append(tuple(round(a[c] + (b[c] - a[c]) * f) for c in range(3)) + (255,))
+    return out
+
+
+def colormap(palette) -> dict[int, tuple[int, int, int, int]]:
+    return {i: tuple(int(c) for c in rgba) for i, rgba in enumerate(palette)}
+
+
+def write_cog_array(classes, crs, transform, palette, output: str | os.PathLike) -> None:
+    """An in-memory (GDAL MEM) dataset of the class ids + colour table, copied into a COG."""
+    import rasterio
+    import rasterio.shutil
+
+    height, width = classes.shape
+    profile = {"driver": "MEM", "width": width, "height": height, "count": 1, "dtype": "uint8",
+               "crs": crs, "transform": transform, "nodata": NODATA}
+    with rasterio.open("/vsimem/bench_rows_classes", "w", **profile) as mem:
+        mem.write(classes, 1)
+        mem.write_colormap(1, colormap(palette))
+        rasterio.shutil.copy(mem, str(output), driver="COG", **COG_OPTIONS)
+
+
+def lut_from_edges(edges, size: int):
+    """Value -> class id for every value 0..size-1 under numpy.histogram's rule (0 -> nodata)."""
+    import numpy as np
+
+    n = len(edges) - 1
+    values = np.arange(size)
+    cls = np.searchsorted(edges, values, side="right")  # edges[k-1] <= v < edges[k] -> k
+    cls[values == edges[-1]] = n  # the last bin is closed
+    cls[cls > n] = 0  # above the last edge
+    lut = cls.astype(np.uint8)
+    lut[NODATA] = 0
+    return lut
+
+
+def numpy_classes(path: str, ph: Phases | None = None):
+    """The numpy row's computation: (class ids, crs, transform, edges)."""
+    import numpy as np
+    import rasterio
+
+    ph and ph.mark("import")
+    with rasterio.open(path) as src:
+        crs, transform = src.crs, src.transform
+        arr = src.read(1)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise SystemExit(f"{path}: the numpy row handles uint8/uint16 input, got {arr.dtype}")
+    ph and ph.mark("read")
+    size = np.iinfo(arr.dtype).max + 1
+    counts = np.zeros(size, np.int64)
+    step = max(1, (1 << 22) // max(arr.shape[1], 1))  # ~4 Mpixel blocks: bounded int64 temporaries
+    for r in range(0, arr.shape[0], step):
+        counts += np.bincount(arr[r:r + step].reshape(-1), minlength=size)
+    counts[NODATA] = 0
+    present = np.flatnonzero(counts)
+    if present.size == 0:
+        edges = np.histogram_bin_edges(np.empty(0, arr.dtype), bins=N_CLASSES)
+    else:
+        edges = np.histogram_bin_edges(np.array([present[0], present[-1]], arr.dtype), bins=N_CLASSES)
+    lut = lut_from_edges(edges, size)
+    ph and ph.mark("stats")
+    classes = lut[arr]
+    del arr
+    ph and ph.mark("classify")
+    return classes, crs, transform, edges
+
+
+# ------------------------------------------------------------------------------- the rows
+def row_read(inp: str, out: str, ph: Phases) -> int:
+    import rasterio
+
+    ph.mark("import")
+    pixels = 0
+    with rasterio.open(inp) as src:
+        for _, window in src.block_windows(1):
+            pixels += src.read(1, window=window).size
+    ph.extra["pixels"] = pixels
+    ph.mark("read")
+    return 0
+
+
+def row_copy(inp: str, out: str, ph: Phases) -> int:
+    import rasterio
+    import rasterio.shutil
+
+    ph.mark("import")
+    rasterio.shutil.copy(inp, out, driver="COG", **COG_OPTIONS)
+    ph.mark("write")
+    return 0
+
+
+def row_recipe(inp: str, out: str, ph: Phases) -> int:
+    """The blog recipe, as written (fixed only where it crashes)."""
+    import numpy as np
+    import rasterio
+
+    ph.mark("import")
+    with rasterio.open(inp) as src:
+        band = src.read(1)
+        crs, transform = src.crs, src.transform
+    ph.mark("read")
+
+    valid = band[band != 0]
+    hist, bin_edges = np.histogram(valid, bins=20)
+    ph.mark("stats")
+
+    colors = [(0, 0, 255), (0, 128, 255), (0, 255, 255), (0, 255, 0),
+              (255, 255, 0), (255, 128, 0), (255, 0, 0), (128, 0, 0)]
+    rgb = np.zeros((band.shape[0], band.shape[1], 3), dtype=np.uint8)
+    classes = np.zeros(band.shape, dtype=np.uint8)
+    for i in range(len(hist)):
+        if i == len(hist) - 1:
+            mask = (band >= bin_edges[i]) & (band <= bin_edges[i + 1])
+        else:
+            mask = (band >= bin_edges[i]) & (band < bin_edges[i + 1])
+        rgb[mask] = colors[i % len(colors)]  # as written: colors[i] -> IndexError at i == 8
+        classes[mask] = i + 1
+    ph.mark("classify")
+
+    palette = [(0, 0, 0, 0)] + [colors[i % len(colors)] + (255,) for i in range(len(hist))]
+    write_cog_array(classes, crs, transform, palette, out)
+    ph.mark("write")
+    return 0
+
+
+def row_numpy(inp: str, out: str, ph: Phases) -> int:
+    classes, crs, transform, _ = numpy_classes(inp, ph)
+    write_cog_array(classes, crs, transform, palette_rgba(), out)
+    ph.mark("write")
+    return 0
+
+
+def row_xarray_spatial(inp: str, out: str, ph: Phases) -> int:
+    try:
+        from xrspatial.classify import equal_interval
+    except ImportError as e:
+        print(f"xarray-spatial is not installed ({e}); pip install -e '.[bench]'", file=sys.stderr)
+        print("BENCH_ROW " + json.dumps({"row": "xarray-spatial", "status": "not installed"}), flush=True)
+        return EXIT_NOT_INSTALLED
+    import threading
+
+    import rasterio
+    import rasterio.shutil
+    import rioxarray
+
+    ph.mark("import")
+    agg = rioxarray.open_rasterio(inp, chunks={"band": 1, "y": CHUNK, "x": CHUNK}).squeeze("band", drop=True)
+    agg = agg.where(agg != NODATA)  # nodata -> NaN (float32)
+    classified = equal_interval(agg, k=N_CLASSES)  # runs its min/max pass eagerly (+ numba JIT)
+    ph.mark("equal_interval")
+    ids = (classified + 1).fillna(0).astype("uint8")  # 0 = nodata, 1..N = classes
+    ids = ids.rio.write_nodata(NODATA)
+    outp = Path(out)
+    staging = outp.with_name(f".{outp.name}.xrs-staging.tif")
+    try:
+        ids.rio.to_raster(staging, dtype="uint8", tiled=True, blockxsize=512, blockysize=512,
+                          lock=threading.Lock())
+        ph.mark("classify+stage")
+        with rasterio.open(staging, "r+") as dst:  # rioxarray cannot write a colour map (#706)
+            dst.write_colormap(1, colormap(palette_rgba()))
+        rasterio.shutil.copy(staging, out, driver="COG", **COG_OPTIONS)
+    finally:
+        staging.unlink(missing_ok=True)
+    ph.mark("write")
+    return 0
+
+
+def row_floor(inp: str, out: str, ph: Phases) -> int:
+    """sceneclass's writer on precomputed classes (``inp`` is the reference classes GeoTIFF)."""
+    import inspect
+
+    from pipeline.config import Output, Palette, RunConfig
+    from pipeline.io import open_scene
+    from pipeline.palette import build_palette
+    from pipeline.run import runtime
+    from pipeline.writers.cog import write_cog
+
+    ph.mark("import")
+    cfg = RunConfig(input=str(inp), nodata=NODATA, output=Output(path=str(out)))
+    with runtime(cfg):
+        kwargs = {}
+        if "tile" in inspect.signature(open_scene).parameters:  # chunks aligned to output tiles too
+            kwargs["tile"] = cfg.output.blocksize
+        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, **kwargs)
+        palette = build_palette(Palette(), N_CLASSES)
+        ph.mark("open")
+        write_cog(scene.data.data, scene, palette, cfg.output, Path(out))
+    ph.mark("write")
+    return 0
+
+
+def sceneclass_command(inp: str, out: str) -> list[str]:
+    """Write the sceneclass config for this row beside OUTPUT and return the CLI's argv."""
+    outp = Path(out).absolute()
+    cfg_path = outp.with_name(outp.stem + ".sceneclass.yaml")
+    config = {
+        "input": str(Path(inp).absolute()),
+        "nodata": NODATA,
+        "classes": {"scheme": "equal_interval", "count": N_CLASSES},
+        "output": {"path": str(outp)},
+    }
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
+    exe = Path(sys.executable).parent / "sceneclass"
+    if exe.exists():
+        head = [str(exe)]
+    elif shutil.which("sceneclass"):
+        head = [shutil.which("sceneclass")]
+    else:
+        head = [sys.executable, "-m", "pipeline"]
+    return head + ["run", str(cfg_path), "--no-progress"]
+
+
+def helper_reference(inp: str, out: str, ph: Phases) -> int:
+    """The numpy row's classes as an uncompressed tiled GeoTIFF (floor input, check reference)."""
+    import rasterio
+
+    classes, crs, transform, edges = numpy_classes(inp, ph)
+    height, width = classes.shape
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
+               "crs": crs, "transform": transform, "nodata": NODATA, "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "none", "bigtiff": "IF_SAFER"}
+    outp = Path(out)
+    tmp = outp.with_name(f".{outp.name}.partial")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(classes, 1)
+        dst.write_colormap(1, colormap(palette_rgba()))
+        dst.update_tags(BENCH_EDGES=json.dumps([float(e) for e in edges]))
+    os.replace(tmp, outp)
+    ph.extra["edges"] = [float(e) for e in edges]
+    ph.mark("write")
+    return 0
+
+
+RUNNERS = {
+    "read": row_read,
+    "copy": row_copy,
+    "recipe": row_recipe,
+    "numpy": row_numpy,
+    "xarray-spatial": row_xarray_spatial,
+    "floor": row_floor,
+    "reference": helper_reference,
+}
+
+
+def run_row(row: str, inp: str, out: str) -> int:
+    """Run one row in this process (the sceneclass row is a separate CLI: see ``sceneclass_command``)."""
+    if row not in RUNNERS:
+        raise ValueError(f"unknown row {row!r}; rows: {', '.join(ROWS + HELPERS)}")
+    ph = Phases(row)
+    rc = RUNNERS[row](str(inp), str(out), ph)
+    if rc == 0:
+        ph.report()
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in ROWS + HELPERS:
+        print(f"usage: bench_rows.py ROW INPUT OUTPUT   (ROW: {' | '.join(ROWS + HELPERS)})", file=sys.stderr)
+        return 2
+    row, inp, out = argv
+    if not os.path.exists(inp):
+        print(f"bench_rows.py: {inp}: input not found", file=sys.stderr)
+        return 1
+    if row != "read":
+        Path(out).absolute().parent.mkdir(parents=True, exist_ok=True)
+    if row == "sceneclass":
+        cmd = sceneclass_command(inp, out)
+        sys.stdout.flush()
+        os.execv(cmd[0], cmd)  # the measured process becomes the CLI itself
+    return run_row(row, inp, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
