@@ -92,6 +92,18 @@ def _report(batch, dry_run: bool) -> None:
         print(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed")
 
 
+def _fail(args, message: str, code: int) -> int:
+    """One error line: JSON on stderr in json mode, else plain; always into --log-file too."""
+    if args.log_format == "json":
+        log.error("%s", message)
+        return code
+    print(f"sceneclass: error: {message}", file=sys.stderr)
+    if args.log_file:
+        with open(args.log_file, "a", encoding="utf-8") as f:
+            f.write(f"sceneclass: error: {message}\n")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args)
@@ -123,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         with TqdmProgress() if progress else nullcontext():
             batch = run_batch(cfg, force=force, dry_run=dry_run)
         if cfg.input is not None and batch.failed:  # a single scene: its error is the message
-            print(f"sceneclass: error: {batch.failed[0].error}", file=sys.stderr)
-            return batch.failed[0].exit_code
+            return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)
         _report(batch, dry_run)
         return batch.exit_code
     except SceneclassError as e:
-        print(f"sceneclass: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(args, str(e), e.exit_code)
     except KeyboardInterrupt:
         print("sceneclass: interrupted", file=sys.stderr)
         return 130

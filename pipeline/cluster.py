@@ -8,6 +8,7 @@ class counts travel back to the client.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,6 +20,10 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+def _set_environ(env: dict) -> None:
+    os.environ.update(env)
 
 
 @contextmanager
@@ -50,6 +55,8 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
     except (OSError, TimeoutError) as e:
         raise ConfigError(f"dask.scheduler: cannot connect to {cfg.scheduler} ({e})") from None
     with client:
+        if gdal_env:  # the run's GDAL settings on every worker (read by GDAL at first use)
+            client.run(_set_environ, {k: str(v) for k, v in gdal_env.items()})
         workers = len(client.scheduler_info().get("workers", {}))
         log.info("dask cluster %s with %d workers; dashboard: %s", cfg.scheduler, workers, client.dashboard_link)
         yield client
