@@ -461,8 +461,9 @@ def render_markdown(results: dict) -> str:
         "(`os.wait4`), interpreter start-up and imports included; the page cache is warm. Every "
         "classifying row writes a paletted uint8 COG with sceneclass's default options (ZSTD, 512 "
         "tiles, NEAREST overviews, NUM_THREADS=ALL_CPUS); `copy` copies the uint16 input into a COG "
-        "with the same options, `read` only decodes it; `floor` is sceneclass's writer fed with "
-        "precomputed classes (computing them is not timed). Agreement is pixel for pixel against "
+        "with the same options, `read` only decodes it; `floor` decodes the input once and writes "
+        "precomputed classes with sceneclass's writer (computing them is not timed): one read, "
+        "one write, no statistics. Agreement is pixel for pixel against "
         "the numpy row's classes (`copy`: against the input). `sceneclass ÷ row` is the median over "
         "rounds of the within-round wall-time ratio.", "",
     ]

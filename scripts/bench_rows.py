@@ -268,8 +268,11 @@ def row_xarray_spatial(inp: str, out: str, ph: Phases) -> int:
 
 
 def row_floor(inp: str, out: str, ph: Phases) -> int:
-    """sceneclass's writer on precomputed classes (``inp`` is the reference classes GeoTIFF)."""
-    import inspect
+    """The physical floor of sceneclass: decode the input scene once and write the output with
+    sceneclass's writer, fed with precomputed classes (``inp`` is the reference classes GeoTIFF;
+    its BENCH_SOURCE tag names the scene). No statistics, no classification."""
+    import dask.array as da
+    import rasterio
 
     from pipeline.config import Output, Palette, RunConfig
     from pipeline.io import open_scene
@@ -277,18 +280,25 @@ def row_floor(inp: str, out: str, ph: Phases) -> int:
     from pipeline.run import runtime
     from pipeline.writers.cog import write_cog
 
+    with rasterio.open(inp) as src:
+        source = src.tags().get("BENCH_SOURCE")
     ph.mark("import")
     cfg = RunConfig(input=str(inp), nodata=NODATA, output=Output(path=str(out)))
     with runtime(cfg):
-        kwargs = {}
-        if "tile" in inspect.signature(open_scene).parameters:  # chunks aligned to output tiles too
-            kwargs["tile"] = cfg.output.blocksize
-        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, **kwargs)
+        classes = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
+        pixels = classes.data.data
+        if source:  # decode the scene chunk by chunk alongside (values discarded)
+            scene = open_scene(source, 1, NODATA, cfg.processing.chunk, cfg.output.blocksize)
+            pixels = da.map_blocks(_first, pixels, scene.data.data, dtype=pixels.dtype)
         palette = build_palette(Palette(), N_CLASSES)
         ph.mark("open")
-        write_cog(scene.data.data, scene, palette, cfg.output, Path(out))
+        write_cog(pixels, classes, palette, cfg.output, Path(out))
     ph.mark("write")
     return 0
+
+
+def _first(classes, decoded):
+    return classes
 
 
 def sceneclass_command(inp: str, out: str) -> list[str]:
@@ -327,7 +337,8 @@ def helper_reference(inp: str, out: str, ph: Phases) -> int:
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(classes, 1)
         dst.write_colormap(1, colormap(palette_rgba()))
-        dst.update_tags(BENCH_EDGES=json.dumps([float(e) for e in edges]))
+        dst.update_tags(BENCH_EDGES=json.dumps([float(e) for e in edges]),
+                        BENCH_SOURCE=str(Path(inp).absolute()))
     os.replace(tmp, outp)
     ph.extra["edges"] = [float(e) for e in edges]
     ph.mark("write")
