@@ -162,19 +162,24 @@ def test_quantile_float32_costs_exactly_two_computes():
 
 
 @pytest.mark.parametrize(
-    "scene_id,cfg,computes",
-    [("B2-uint16", EI, 2), ("B2-uint16", Q10, 2), ("RGBN-uint8", EI, 2), ("B10-float32", EI, 2),
-     ("B10-float32", Q10, 3)],
+    "scene_id,cfg,computes,reuse,decodes",
+    [("B2-uint16", EI, 2, "auto", 1), ("B2-uint16", Q10, 2, "auto", 1), ("RGBN-uint8", EI, 2, "auto", 1),
+     ("B2-uint16", EI, 2, "never", 2), ("B10-float32", EI, 2, "auto", 2), ("B10-float32", Q10, 3, "auto", 3),
+     ("B10-float32", Q10, 3, "always", 1)],
     ids=lambda v: getattr(v, "scheme", v),
 )
-def test_run_computes(tmp_path, scene_id, cfg, computes, window_reads):
-    """A whole run: one statistics pass (plus refinement for float quantiles) and one write pass."""
+def test_run_computes(tmp_path, scene_id, cfg, computes, reuse, decodes, window_reads):
+    """A whole run: one statistics pass (plus refinement for float quantiles) and one write pass.
+
+    The input is decoded ``decodes`` times per chunk: once when the decoded chunks are kept
+    between passes (``auto`` keeps them for compressed inputs, like B2 and RGBN; B10 is
+    uncompressed), else once per pass."""
     name, band, nodata, chunk = SCENES[scene_id]
     scene = _open(scene_id)
     config = build_config(
         {"input": str(data_path(name)), "band": band, "nodata": nodata,
          "classes": cfg.model_dump(), "output": {"path": str(tmp_path / "out.tif")},
-         "processing": {"chunk": chunk}},
+         "processing": {"chunk": chunk, "reuse_decoded": reuse}},
         base_dir=tmp_path, source="test",
     )
     window_reads.clear()
@@ -183,7 +188,8 @@ def test_run_computes(tmp_path, scene_id, cfg, computes, window_reads):
     assert c.computes == computes, c.phases
     assert c.phases == ["statistics"] * (computes - 1) + ["classify+write"]
     _assert_tiles_scene(window_reads, scene.shape)
-    assert set(window_reads.values()) == {computes}, "some chunk was read more often than once per pass"
+    assert set(window_reads.values()) == {decodes}, "a chunk was decoded more often than expected"
+    assert not [p for p in tmp_path.iterdir() if "sceneclass-partial" in p.name], "decoded chunks left behind"
 
 
 # ------------------------------------------------------------ dask results equal numpy (real data)
@@ -301,3 +307,26 @@ def test_classify_any_dtype_equals_numpy(case, scheme, n):
     np.testing.assert_array_equal(np.bincount(ref[ok], minlength=n + 1)[1:], ref_counts)
     got = classify(scene, fitted).compute()
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("scene_id,cfg", [("B2-uint16", Q10), ("B10-float32", Q10), ("LE07-float64", EI)],
+                         ids=lambda v: getattr(v, "scheme", v))
+def test_kept_decoded_chunks_change_nothing(tmp_path, scene_id, cfg):
+    """Reading the kept decoded chunks gives the same classes and legend as decoding twice."""
+    import json
+
+    import rasterio
+
+    name, band, nodata, chunk = SCENES[scene_id]
+    outs = {}
+    for reuse in ("never", "always"):
+        out = tmp_path / reuse / "out.tif"
+        run(build_config(
+            {"input": str(data_path(name)), "band": band, "nodata": nodata, "classes": cfg.model_dump(),
+             "output": {"path": str(out)}, "processing": {"chunk": chunk, "reuse_decoded": reuse}},
+            base_dir=tmp_path, source="test"))
+        with rasterio.open(out) as src:
+            legend = json.loads(out.with_name("out.legend.json").read_text())
+            outs[reuse] = (src.read(1), legend["edges"], [c["count"] for c in legend["classes"]])
+    np.testing.assert_array_equal(outs["never"][0], outs["always"][0])
+    assert outs["never"][1:] == outs["always"][1:]
