@@ -16,7 +16,8 @@ import numpy as np
 from . import kernels
 from .io import Scene
 from .schemes import class_edges, needs_distribution
-from .stats import Stats, _reduce_blocks, compute_stats
+from .decoded import DecodedChunks
+from .stats import Stats, _reduce_blocks, stats_from_results, stats_graph
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,16 @@ class Fit:
         return len(self.edges) - 1
 
 
-def fit(scene: Scene, classes_cfg) -> Fit:
-    """Statistics (one pass) and class edges for ``scene`` under the configured scheme."""
-    stats = compute_stats(scene, distribution=needs_distribution(classes_cfg))
+def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
+    """Statistics (one pass, one ``dask.compute``) and class edges for ``scene`` under the
+    configured scheme. With ``keep``, the same pass stores the decoded chunks, and any later
+    pass (extra statistics, the write) reads them instead of decoding the input again."""
+    graph = stats_graph(scene, needs_distribution(classes_cfg))
+    if keep is not None:
+        keep.create()
+        graph["_kept"] = keep.store()
+    (res,) = dask.compute(graph)
+    stats = stats_from_results(keep.reader() if keep is not None else scene, res)
     if stats.count == 0:
         log.warning("%s band %d has no valid pixels: the output is all nodata", scene.path, scene.band)
     return Fit(classes_cfg.scheme, class_edges(classes_cfg, stats), stats)

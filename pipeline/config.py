@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator,
+    BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError, field_validator,
+    model_validator,
 )
 
 from .errors import ConfigError
@@ -58,7 +59,101 @@ class Manual(_Model):
         return v
 
 
-Classes = Annotated[Union[EqualInterval, Quantile, Manual], Field(discriminator="scheme")]
+def _strictly_increasing(v: list[float], what: str) -> list[float]:
+    if any(not b > a for a, b in zip(v, v[1:])):
+        raise ValueError(f"{what} must be strictly increasing")
+    return v
+
+
+class NaturalBreaks(_Model):
+    """Fisher-Jenks optimal classes (least within-class sum of squares), like mapclassify.FisherJenks.
+
+    8/16-bit data: exact, from the statistics pass's histogram. Other dtypes: optimal over a
+    ``float_bins``-bin histogram between min and max (one extra pass); edges are bin edges.
+    """
+
+    scheme: Literal["natural_breaks"]
+    count: int = Field(5, ge=1, le=254)
+    float_bins: int = Field(65536, ge=16, le=1 << 20)
+
+
+class StdMean(_Model):
+    """Edges at mean + multiples x standard deviation (ddof=1), like mapclassify.StdMean:
+    len(multiples) + 1 classes, the first from the minimum, the last to the maximum."""
+
+    scheme: Literal["std_mean"]
+    multiples: list[float] = Field([-2, -1, 1, 2], min_length=1, max_length=253)
+
+    @field_validator("multiples")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        return _strictly_increasing(v, "multiples")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.multiples) + 1
+
+
+class HeadTailBreaks(_Model):
+    """Head/tail breaks (Jiang 2013), like mapclassify.HeadTailBreaks: edges at the mean, then the
+    mean of the values above it, ...; the class count comes from the data (at most max_classes)."""
+
+    scheme: Literal["head_tail_breaks"]
+    max_classes: int | None = Field(None, ge=1, le=254)
+
+    @property
+    def n_classes(self) -> int:
+        return self.max_classes or 254  # an upper bound: the fitted count is known after the fit
+
+
+class Percentiles(_Model):
+    """Classes ending at the given percentiles (numpy's linear method), like mapclassify.Percentiles;
+    the last must be 100 (the maximum)."""
+
+    scheme: Literal["percentiles"]
+    pct: list[float] = Field([1, 10, 50, 90, 99, 100], min_length=1, max_length=254)
+
+    @field_validator("pct")
+    @classmethod
+    def _valid(cls, v: list[float]) -> list[float]:
+        if not all(0 <= p <= 100 for p in v):
+            raise ValueError("percentiles must be within 0..100")
+        if v[-1] != 100:
+            raise ValueError("the last percentile must be 100 (the last class ends at the maximum)")
+        return _strictly_increasing(v, "pct")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.pct)
+
+
+class BoxPlot(_Model):
+    """Six box-plot classes, like mapclassify.BoxPlot: low outliers, quartile 1..4 ranges inside
+    the fences (q1 - hinge·IQR, q3 + hinge·IQR), high outliers."""
+
+    scheme: Literal["box_plot"]
+    hinge: float = Field(1.5, gt=0)
+
+    @property
+    def n_classes(self) -> int:
+        return 6
+
+
+SCHEME_MODELS = (EqualInterval, Quantile, Manual, NaturalBreaks, StdMean, HeadTailBreaks, Percentiles, BoxPlot)
+SCHEME_NAMES = tuple(get_args(m.model_fields["scheme"].annotation)[0] for m in SCHEME_MODELS)
+
+
+def _scheme_of(value) -> str:
+    """The union tag: a ``classes`` mapping without ``scheme`` is the default, equal_interval."""
+    if isinstance(value, dict):
+        return value.get("scheme", "equal_interval")
+    return getattr(value, "scheme", "equal_interval")
+
+
+Classes = Annotated[
+    Union[tuple(Annotated[m, Tag(n)] for m, n in zip(SCHEME_MODELS, SCHEME_NAMES))],
+    Discriminator(_scheme_of),
+]
 
 
 class Palette(_Model):
@@ -128,6 +223,9 @@ class Output(_Model):
 class Processing(_Model):
     chunk: int = Field(2048, ge=64, le=32768, description="processing tile edge, in pixels")
     gdal_cache_mb: int = Field(128, ge=8, le=65536)
+    #: keep decoded chunks between the passes (in a raw file beside the output) instead of
+    #: decoding the input twice; auto: when the input is compressed or remote and there is room
+    reuse_decoded: Literal["auto", "always", "never"] = "auto"
 
 
 class Dask(_Model):
@@ -150,6 +248,25 @@ class InputSpec(_Model):
     nodata: Union[float, Literal["file", "none"], None] = None
 
 
+class Outputs(_Model):
+    """Extra files from the run, beside the output and named from it (all off by default)."""
+
+    quicklook: bool = False  # NAME.quicklook.png (nodata transparent), read from the overviews
+    quicklook_format: list[Literal["png", "jpeg"]] = Field(["png"], min_length=1)
+    quicklook_size: int = Field(1024, ge=16, le=16384, description="longest side, in pixels")
+    histogram_plot: bool = False  # NAME.histogram.png
+    legend_image: bool = False  # NAME.legend.png
+    qml: bool = False  # NAME.qml (QGIS loads it with the raster)
+    sld: bool = False  # NAME.sld
+    gdal_color_file: bool = False  # NAME.colors.txt (gdaldem color-relief -exact_color_entry)
+    report: bool = False  # NAME.report.html (self-contained)
+
+    @field_validator("quicklook_format", mode="before")
+    @classmethod
+    def _one_or_more(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
 class RunConfig(_Model):
     """A job: one input (``input``) or a batch (``inputs``: paths and glob patterns) -> one
     classified output per input (+ legend and manifest)."""
@@ -163,6 +280,17 @@ class RunConfig(_Model):
     output: Output
     processing: Processing = Field(default_factory=Processing)
     dask: Dask = Field(default_factory=Dask)
+    outputs: Outputs = Field(default_factory=Outputs)
+
+    @model_validator(mode="after")
+    def _palette_for_open_count(self) -> "RunConfig":
+        c, p = self.classes, self.palette
+        if isinstance(c, HeadTailBreaks) and c.max_classes is None and p.colors is not None and not p.interpolate:
+            raise ValueError(
+                "classes.max_classes: head_tail_breaks finds its class count in the data; with explicit "
+                "palette.colors set classes.max_classes (at most the number of colours) or palette.interpolate: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_input_key(self) -> "RunConfig":
@@ -174,8 +302,11 @@ class RunConfig(_Model):
 
     @property
     def class_count(self) -> int:
+        """The number of classes (for head_tail_breaks an upper bound: the fit decides)."""
         c = self.classes
-        return len(c.breaks) - 1 if isinstance(c, Manual) else c.count
+        if isinstance(c, Manual):
+            return len(c.breaks) - 1
+        return c.n_classes if hasattr(c, "n_classes") else c.count
 
 
 def _is_url(s: str) -> bool:
@@ -186,6 +317,8 @@ def _resolve(value: str, base: Path) -> str:
     if _is_url(value):
         return value
     p = Path(os.path.expanduser(value))
+    if "{" in value:  # a template: keep its '..' for batch.render_output to check once rendered
+        return str(p if p.is_absolute() else base / p)
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
@@ -249,12 +382,18 @@ def read_yaml(path: Path) -> dict:
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line naming the first offending key, e.g. ``cfg.yaml: classes.count: ...``."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    parts = [str(p) for p in first["loc"]]
+    if len(parts) > 1 and parts[0] == "classes" and parts[1] in SCHEME_NAMES:
+        del parts[1]  # the union's tag, not a key the user wrote
+    loc = ".".join(parts) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "missing":
         msg = "required key is missing"
+    elif first["type"] == "union_tag_invalid":
+        loc += ".scheme"
+        msg = f"unknown scheme {first['ctx']['tag']!r}; one of {first['ctx']['expected_tags']}"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {loc}: {msg}{tail}"

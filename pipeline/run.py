@@ -14,11 +14,13 @@ import rasterio
 
 from . import __version__
 from .cluster import scheduler
+from .atomic import partial_path
+from .decoded import DecodedChunks, worth_keeping
 from .classify import Fit, class_counts, classify, colorize, fit
 from .config import RunConfig
 from .errors import ConfigError
 from .io import Scene, is_url, open_scene, raster_errors
-from .palette import build_palette, check_palette
+from .palette import build_palette, check_palette, check_table_alpha
 from .progress import phase
 from .writers import build_legend, legend_path, write_cog, write_legend, write_zarr
 
@@ -44,8 +46,23 @@ def gdal_env(cfg: RunConfig) -> dict:
 def runtime(cfg: RunConfig) -> Iterator[None]:
     """GDAL settings and the dask scheduler for the whole run."""
     env = gdal_env(cfg)
-    with rasterio.Env(**env), scheduler(cfg.dask, env):
+    with rasterio.Env(**env), environ(env), scheduler(cfg.dask, env):
         yield
+
+
+@contextmanager
+def environ(env: dict) -> Iterator[None]:
+    """Set environment variables for the run (inherited by process pools and LocalCluster workers)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def check_paths(cfg: RunConfig) -> Path:
@@ -76,25 +93,39 @@ def run(cfg: RunConfig) -> RunResult:
     """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write."""
     final = check_paths(cfg)
     check_palette(cfg.palette, cfg.class_count)
+    if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
+        check_table_alpha(cfg.palette)
     with runtime(cfg):
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
                  *scene.shape, scene.dtype, scene.nodata, scene.data.data.npartitions)
-        with raster_errors(scene.path):
-            with phase("statistics"):
-                fitted = fit(scene, cfg.classes)
-            log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6))
-            palette = build_palette(cfg.palette, fitted.n_classes)
+        keep = None
+        if worth_keeping(scene, final.parent, cfg.processing.reuse_decoded):
+            keep = DecodedChunks(scene, partial_path(final, ".decoded"))
+            log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20, final.parent)
+        try:
+            with raster_errors(scene.path):
+                with phase("statistics"):
+                    fitted = fit(scene, cfg.classes, keep)
+                log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6))
+                palette = build_palette(cfg.palette, fitted.n_classes)
 
-            def legend_of(counts: np.ndarray) -> dict:
-                return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                                    version=__version__, output=str(final))
+                def legend_of(counts: np.ndarray) -> dict:
+                    return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
+                                        version=__version__, output=str(final))
 
-            with phase("classify+write"):
-                counts = write(cfg, scene, fitted, palette, final, legend_of)
+                with phase("classify+write"):
+                    counts = write(cfg, keep.reader() if keep else scene, fitted, palette, final, legend_of)
+        finally:
+            if keep is not None:
+                keep.remove()
     legend = legend_of(counts)
     lpath = None
     if cfg.output.legend:
         lpath = legend_path(final)
         write_legend(legend, lpath)
-    return RunResult(final, lpath, legend, fitted)
+    result = RunResult(final, lpath, legend, fitted)
+    from .extras import write_extras  # pictures, style files, report (cfg.outputs)
+
+    write_extras(result, cfg)
+    return result

@@ -7,11 +7,13 @@ Every scheme returns the N+1 class edges as a numpy array; class k holds
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 import numpy as np
 
-from .config import EqualInterval, Manual, Quantile
+from .config import BoxPlot, EqualInterval, HeadTailBreaks, Manual, NaturalBreaks, Percentiles, Quantile, StdMean
+from .jenks import fisher_jenks
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,171 @@ def quantile(cfg: Quantile, stats: Stats) -> np.ndarray:
     if stats.count == 0:
         return np.histogram_bin_edges(np.empty(0, stats.dtype), bins=cfg.count)
     return quantiles_exact(stats, np.linspace(0, 1, cfg.count + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# mapclassify-like schemes. mapclassify gives K *upper bounds* b_0 < ... < b_{K-1} with classes
+# closed on the right (class 0 is y <= b_0, from min(y)); sceneclass edges are closed on the
+# left. Each scheme below states how mapclassify's bounds map onto its edges; pixels exactly on
+# an edge are then the only ones whose class can differ (except natural_breaks, where the
+# mapping keeps the partition itself).
+def _no_pixels(stats: Stats, n: int) -> np.ndarray:
+    return np.histogram_bin_edges(np.empty(0, stats.dtype), bins=n)
+
+
+def _pad(edges: list[float], n: int) -> np.ndarray:
+    """N+1 edges from fewer: repeat the last edge (the classes in between stay empty)."""
+    return np.asarray(edges[:-1] + [edges[-1]] * (n + 2 - len(edges)), dtype=np.float64)
+
+
+@register("natural_breaks")
+def natural_breaks(cfg: NaturalBreaks, stats: Stats) -> np.ndarray:
+    """Fisher-Jenks optimal breaks (least weighted within-class sum of squares).
+
+    8/16-bit data: exact, on the histogram's distinct values weighted by their counts (no read
+    beyond the statistics pass). Each inner edge is the *first value of the next class*: the
+    class holds exactly the values mapclassify.FisherJenks puts in it (mapclassify's upper bound
+    b is the largest value of its class; the edge is the smallest valid value above b).
+    Other dtypes: optimal among partitions at the bin edges of a ``float_bins``-bin histogram
+    over [min, max] (one extra pass); each bin is represented by its mean, which makes the
+    within-class sums of squares exact for such partitions; every edge is a bin edge, so a
+    boundary can be off the value-level optimum by (about) one bin width, (max-min)/float_bins.
+    """
+    if stats.count == 0:
+        return _no_pixels(stats, cfg.count)
+    if stats.hist is not None:
+        values, counts = stats.hist_values()
+        x = lower = values.astype(np.float64)
+    else:
+        bin_edges, counts, sums = stats.binned(cfg.float_bins)
+        keep = counts > 0
+        counts = counts[keep]
+        x = sums[keep] / counts
+        lower = bin_edges[:-1][keep]
+    starts, _ = fisher_jenks(x, counts, cfg.count)
+    edges = [float(stats.vmin), *(float(v) for v in lower[starts[1:]]), float(stats.vmax)]
+    if len(starts) < cfg.count:
+        log.warning("natural_breaks: %d distinct values for %d classes: %d classes, one per value; "
+                    "the other %d stay empty", len(starts), cfg.count, len(starts), cfg.count - len(starts))
+    return _pad(edges, cfg.count)
+
+
+@register("std_mean")
+def std_mean(cfg: StdMean, stats: Stats) -> np.ndarray:
+    """Edges ``mean + w * std`` (std with ddof=1, as mapclassify.StdMean) for each multiple w.
+
+    Edges: [min(vmin, c_0), c_0, ..., c_{q-1}, max(vmax, c_{q-1})] -- mapclassify's bounds are the
+    inner edges, one class below the first cut and one above the last (mapclassify adds the
+    maximum as a last bound when the last cut is below it; otherwise our last class is empty).
+    Cuts outside [min, max] leave their classes empty. 8/16-bit data: mean and std from exact
+    integer sums of the histogram; other dtypes: one extra pass.
+    """
+    if stats.count == 0:
+        return _no_pixels(stats, cfg.n_classes)
+    n, mean, m2 = stats.moments()
+    std = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
+    cuts = [mean + std * w for w in cfg.multiples]
+    return np.array([min(float(stats.vmin), cuts[0]), *cuts, max(float(stats.vmax), cuts[-1])])
+
+
+def _head_tail_levels(x: np.ndarray, mean_above: Callable[[int], float], cap: int) -> tuple[list[float], bool]:
+    """mapclassify's head_tail_breaks on sorted distinct values ``x``: the mean of all, then of the
+    values above it, ... until one distinct value is left (or the mean repeats). ``mean_above(i)``
+    is the mean of the values from x[i] up. Returns (means, stopped at ``cap``)."""
+    cuts: list[float] = []
+    lo = 0
+    while True:
+        mean = mean_above(lo)
+        if cuts and cuts[-1] == mean:  # mapclassify's guard against float round-off (GH#117)
+            return cuts, False
+        cuts.append(mean)
+        if lo >= len(x) - 1:
+            return cuts, False
+        if len(cuts) == cap:
+            return cuts, True
+        lo = int(np.searchsorted(x, mean, side="right"))
+
+
+#: head_tail_breaks on other dtypes: below this many pixels in the tail, gather them (float64)
+#: and finish in memory; above it, one pass per level.
+TAIL_GATHER = 1 << 22
+
+
+@register("head_tail_breaks")
+def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
+    """Head/tail breaks: the means m_1 < m_2 < ... of ever smaller heads, as mapclassify.HeadTailBreaks.
+
+    mapclassify's bounds are [m_1, ..., m_K] with m_K the maximum (the mean of the last, single
+    value); the edges are [vmin, m_1, ..., m_{K-1}, vmax]: K classes, a count known only now.
+    8/16-bit data: exact from the histogram (means of integer sums, correctly rounded, as numpy's
+    float64 mean of integers). Other dtypes: one pass per level (count and float64 sum above the
+    last mean) until the tail has fewer than TAIL_GATHER pixels, which one more pass gathers.
+    """
+    cap = cfg.max_classes or 254
+    if stats.count == 0:
+        return _no_pixels(stats, 1)
+    if stats.hist is not None:
+        values, counts = stats.hist_values()
+        x = values.astype(np.float64)
+        ints = values.astype(np.int64)
+        w_above = np.cumsum(counts[::-1])[::-1]
+        s_above = np.cumsum((counts * ints)[::-1])[::-1]
+        cuts, capped = _head_tail_levels(x, lambda i: s_above[i] / w_above[i], cap)
+    else:
+        cuts, capped, threshold = [], False, -np.inf
+        n, total, lo_v, hi_v = stats.count, None, float(stats.vmin), float(stats.vmax)
+        while n > TAIL_GATHER:
+            if total is None:
+                n, total, lo_v, hi_v = stats.tail(threshold)
+            mean = total / n
+            if cuts and cuts[-1] == mean:
+                break
+            cuts.append(mean)
+            if lo_v == hi_v or len(cuts) == cap:
+                capped = lo_v != hi_v
+                break
+            threshold = mean
+            n, total, lo_v, hi_v = stats.tail(threshold)
+        else:
+            v = np.sort(stats.tail_values(None if threshold == -np.inf else threshold))
+            x, first = np.unique(v, return_index=True)
+            more, capped = _head_tail_levels(x, lambda i: float(v[first[i]:].sum()) / (len(v) - first[i]),
+                                             cap - len(cuts))
+            cuts += more
+    if capped:
+        log.warning("head_tail_breaks: stopped at max_classes=%d; the data has more levels", cap)
+    return np.array([float(stats.vmin), *cuts[:-1], float(stats.vmax)], dtype=np.float64)
+
+
+@register("percentiles", distribution=True)
+def percentiles(cfg: Percentiles, stats: Stats) -> np.ndarray:
+    """Classes ending at the percentiles ``pct`` (the last 100), as mapclassify.Percentiles.
+
+    mapclassify's bounds [P(p_1), ..., P(p_K) = max] become the edges [vmin, P(p_1), ...,
+    P(p_{K-1}), vmax]. P is ``numpy.percentile`` (linear) from exact order statistics (bit for
+    bit; mapclassify's scipy.stats.scoreatpercentile differs by float round-off only).
+    """
+    if stats.count == 0:
+        return _no_pixels(stats, cfg.n_classes)
+    inner = quantiles_exact(stats, np.asarray(cfg.pct[:-1], dtype=np.float64) / 100)
+    return np.array([float(stats.vmin), *(float(v) for v in inner), float(stats.vmax)])
+
+
+@register("box_plot", distribution=True)
+def box_plot(cfg: BoxPlot, stats: Stats) -> np.ndarray:
+    """Six classes: low outliers, q1..q4 ranges inside the fences, high outliers (mapclassify.BoxPlot).
+
+    With quartiles q1, q2, q3 (numpy.quantile, linear, exact order statistics), IQR = q3 - q1 and
+    fences lf = q1 - hinge*IQR, rf = q3 + hinge*IQR, the edges are
+    [min(vmin, lf), lf, q1, q2, q3, rf, max(vmax, rf)]. mapclassify's bounds [lf, q1, q2, q3, rf,
+    max] are the inner edges; when rf >= max, mapclassify has 5 classes and our 6th is empty.
+    """
+    if stats.count == 0:
+        return _no_pixels(stats, 6)
+    q1, q2, q3 = (float(v) for v in quantiles_exact(stats, np.array([0.25, 0.5, 0.75])))
+    pivot = cfg.hinge * (q3 - q1)
+    lf, rf = q1 - pivot, q3 + pivot
+    return np.array([min(float(stats.vmin), lf), lf, q1, q2, q3, rf, max(float(stats.vmax), rf)])
 
 
 def needs_distribution(cfg) -> bool:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import dask
@@ -129,6 +130,7 @@ class Stats:
     top_hist: np.ndarray | None = None  # counts of the top 16 key bits (other dtypes)
     _scene: Scene | None = field(default=None, repr=False)
     extra_passes: int = 0
+    _cache: dict = field(default_factory=dict, repr=False)  # results of extra passes (moments, bins)
 
     @property
     def exact_hist(self) -> bool:
@@ -171,6 +173,128 @@ class Stats:
             prefix = (prefix << np.uint64(DIGIT)) | digit.astype(np.uint64)
             done += DIGIT
         return from_key(prefix, self.dtype)
+
+    # ------------------------------------------- summaries for the distribution schemes
+    def moments(self) -> tuple[int, float, float]:
+        """(count, mean, sum of squared deviations from the mean) of the valid pixels.
+
+        8/16-bit data: from the exact histogram with exact integer sums (mean and the sum of
+        squares are correctly rounded), no read. Other dtypes: one extra pass (per-block count,
+        float64 sum and centred sum of squares, merged with Chan et al.'s pairwise formula).
+        """
+        if "moments" not in self._cache:
+            if self.hist is not None:
+                values, counts = self.hist_values()
+                xs = [int(v) for v in values]
+                cs = [int(c) for c in counts]
+                n = sum(cs)
+                s1 = sum(c * x for c, x in zip(cs, xs))
+                s2 = sum(c * x * x for c, x in zip(cs, xs))
+                self._cache["moments"] = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
+            else:
+                parts = _reduce_blocks(self._scene.data.data, block_moments, 3, np.float64, nodata=self._scene.nodata)
+                log.info("moments: one more pass over %s", self._scene.path)
+                (rows,) = dask.compute(parts.reshape(-1, 3))
+                self.extra_passes += 1
+                self._cache["moments"] = merge_moments(rows)
+        return self._cache["moments"]
+
+    def binned(self, bins: int = RADIX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(edges, counts, sums): a ``bins``-bin histogram of the valid pixels over [min, max]
+        (``numpy.histogram`` bins: edges ``linspace(min, max, bins + 1)`` in float64, left-closed,
+        the last closed) with the sum of the values in each bin. One extra pass (cached)."""
+        key = ("binned", bins)
+        if key not in self._cache:
+            if self.count == 0:
+                edges = np.histogram_bin_edges(np.empty(0), bins=bins)
+                self._cache[key] = (edges, np.zeros(bins, np.int64), np.zeros(bins))
+                return self._cache[key]
+            edges = np.linspace(float(self.vmin), float(self.vmax), bins + 1)
+            if self.hist is not None:  # 8/16-bit: from the exact histogram, no read
+                values, counts = self.hist_values()
+                idx = bin_index(values.astype(np.float64), edges)
+                res = np.concatenate([np.bincount(idx, counts, bins), np.bincount(idx, counts * values.astype(np.float64), bins)])
+            else:
+                parts = _reduce_blocks(self._scene.data.data, block_binned, 2 * bins, np.float64,
+                                       nodata=self._scene.nodata, edges=edges)
+                log.info("%d-bin histogram: one more pass over %s", bins, self._scene.path)
+                (res,) = dask.compute(parts.sum(axis=(0, 1)))
+                self.extra_passes += 1
+            self._cache[key] = (edges, res[:bins].astype(np.int64), res[bins:])
+        return self._cache[key]
+
+    def tail(self, threshold: float) -> tuple[int, float, float, float]:
+        """(count, float64 sum, min, max) of the valid pixels ``> threshold``: one extra pass."""
+        parts = _reduce_blocks(self._scene.data.data, block_tail, 4, np.float64,
+                               nodata=self._scene.nodata, threshold=threshold)
+        (rows,) = dask.compute(parts.reshape(-1, 4))
+        self.extra_passes += 1
+        n = int(rows[:, 0].sum())
+        return n, float(rows[:, 1].sum()), float(rows[:, 2].min()), float(rows[:, 3].max())
+
+    def tail_values(self, threshold: float | None) -> np.ndarray:
+        """The valid pixels ``> threshold`` (all of them for None), as float64: one extra pass."""
+        blocks = self._scene.data.data.to_delayed().ravel()
+        parts = dask.compute(*[dask.delayed(_tail_values)(b, self._scene.nodata, threshold) for b in blocks])
+        self.extra_passes += 1
+        return np.concatenate(parts) if parts else np.empty(0)
+
+
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``numpy.histogram``'s bin of every float64 value inside [edges[0], edges[-1]] (uniform
+    edges; the comparisons are the classifier's: ``edges[i] <= x < edges[i+1]``, last closed)."""
+    bins = len(edges) - 1
+    lo, hi = edges[0], edges[-1]
+    if bins == 1 or hi == lo:
+        return np.zeros(values.shape, np.int64)
+    idx = np.clip(((values - lo) * (bins / (hi - lo))).astype(np.int64), 0, bins - 1)
+    idx -= values < edges[idx]
+    idx += (values >= edges[idx + 1]) & (idx < bins - 1)
+    return idx
+
+
+def block_moments(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """[count, sum, centred sum of squares] of a block's valid pixels in float64, shape (1, 1, 3)."""
+    v = valid_values(block, nodata).astype(np.float64)
+    if v.size == 0:
+        return np.zeros((1, 1, 3))
+    s = v.sum()
+    return np.array([[[v.size, s, np.square(v - s / v.size).sum()]]])
+
+
+def merge_moments(rows: np.ndarray) -> tuple[int, float, float]:
+    """Merge per-block [count, sum, centred sum of squares] rows: (count, mean, M2)."""
+    rows = rows[rows[:, 0] > 0]
+    n = int(rows[:, 0].sum())
+    if n == 0:
+        return 0, math.nan, math.nan
+    mean = float(rows[:, 1].sum()) / n
+    block_mean = rows[:, 1] / rows[:, 0]
+    return n, mean, float((rows[:, 2] + rows[:, 0] * np.square(block_mean - mean)).sum())
+
+
+def block_binned(block: np.ndarray, nodata: float | None, edges: np.ndarray) -> np.ndarray:
+    """Counts and value sums of a block's valid pixels in the bins ``edges``, shape (1, 1, 2·bins)."""
+    bins = len(edges) - 1
+    v = valid_values(block, nodata).astype(np.float64)
+    v = v[(v >= edges[0]) & (v <= edges[-1])]
+    idx = bin_index(v, edges)
+    return np.concatenate([np.bincount(idx, minlength=bins).astype(np.float64),
+                           np.bincount(idx, weights=v, minlength=bins)])[None, None, :]
+
+
+def block_tail(block: np.ndarray, nodata: float | None, threshold: float) -> np.ndarray:
+    """[count, sum, min, max] (float64) of a block's valid pixels ``> threshold``, shape (1, 1, 4)."""
+    v = valid_values(block, nodata).astype(np.float64)
+    v = v[v > threshold]
+    if v.size == 0:
+        return np.array([[[0.0, 0.0, np.inf, -np.inf]]])
+    return np.array([[[v.size, v.sum(), v.min(), v.max()]]])
+
+
+def _tail_values(block: np.ndarray, nodata: float | None, threshold: float | None) -> np.ndarray:
+    v = valid_values(block, nodata).astype(np.float64)
+    return v if threshold is None else v[v > threshold]
 
 
 def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndarray:

@@ -69,6 +69,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "valid_pixels": valid,
         "nodata_pixels": int(counts[0]),
         "empty_classes": empty,
+        "classes_effective": len(classes) - len(empty),  # classes holding pixels
         "nodata_class": {"id": 0, "color": to_hex(palette[0]), "count": int(counts[0])},
         "classes": classes,
         "output": output,
