@@ -57,7 +57,7 @@ def _lut_arg(table: np.ndarray):
 
 def classify(scene: Scene, fitted: Fit) -> da.Array:
     """Lazy uint8 class ids (0 = nodata) of the scene, block by block."""
-    x = scene.data.data
+    x = scene.array
     if scene.dtype.name in kernels.LUT_DTYPES:
         lut = kernels.value_lut(scene.dtype, fitted.edges, scene.nodata)
         return x.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=np.empty((0, 0), np.uint8))

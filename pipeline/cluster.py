@@ -31,7 +31,11 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
     """Make ``cfg.scheduler`` the default for every ``dask.compute`` inside; yields the
     distributed Client, if any."""
     if cfg.scheduler in LOCAL_SCHEDULERS:
-        opts = {"scheduler": cfg.scheduler}
+        # the scheduler function itself: a name makes dask import distributed to look for a
+        # Client (about 0.25 s per run)
+        from dask.base import named_schedulers
+
+        opts = {"scheduler": named_schedulers[cfg.scheduler]}
         if cfg.workers:
             opts["num_workers"] = cfg.workers
         with dask.config.set(opts):

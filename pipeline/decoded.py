@@ -78,7 +78,7 @@ class DecodedChunks:
     path: Path
 
     def __post_init__(self):
-        x = self.scene.data.data
+        x = self.scene.array
         self.offsets = chunk_offsets(x.chunks, x.dtype.itemsize)
         self.nbytes = int(x.dtype.itemsize * x.size)
 
@@ -89,20 +89,20 @@ class DecodedChunks:
 
     def store(self) -> da.Array:
         """Lazy: write every decoded chunk (compute it with the statistics pass)."""
-        x = self.scene.data.data
+        x = self.scene.array
         done = x.map_blocks(write_raw, str(self.path), dask.delayed(self.offsets, pure=True),
                             chunks=(1, 1), dtype=np.int8, meta=np.empty((0, 0), np.int8))
         return done.sum()
 
     def reader(self) -> Scene:
         """The same scene, read from the raw file."""
-        x = self.scene.data.data
+        x = self.scene.array
         arr = da.map_blocks(
             read_raw, str(self.path), dask.delayed(self.offsets, pure=True), x.dtype.str,
             chunks=x.chunks, dtype=x.dtype, meta=np.empty((0, 0), x.dtype),
             name=f"decoded-{dask.base.tokenize(str(self.path), x.name)}",
         )
-        return dataclasses.replace(self.scene, data=self.scene.data.copy(data=arr))
+        return dataclasses.replace(self.scene, array=arr)
 
     def remove(self) -> None:
         try:

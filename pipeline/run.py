@@ -98,7 +98,7 @@ def run(cfg: RunConfig) -> RunResult:
     with runtime(cfg):
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
-                 *scene.shape, scene.dtype, scene.nodata, scene.data.data.npartitions)
+                 *scene.shape, scene.dtype, scene.nodata, scene.array.npartitions)
         keep = None
         if worth_keeping(scene, final.parent, cfg.processing.reuse_decoded):
             keep = DecodedChunks(scene, partial_path(final, ".decoded"))

@@ -192,7 +192,7 @@ class Stats:
                 s2 = sum(c * x * x for c, x in zip(cs, xs))
                 self._cache["moments"] = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
             else:
-                parts = _reduce_blocks(self._scene.data.data, block_moments, 3, np.float64, nodata=self._scene.nodata)
+                parts = _reduce_blocks(self._scene.array, block_moments, 3, np.float64, nodata=self._scene.nodata)
                 log.info("moments: one more pass over %s", self._scene.path)
                 (rows,) = dask.compute(parts.reshape(-1, 3))
                 self.extra_passes += 1
@@ -215,7 +215,7 @@ class Stats:
                 idx = bin_index(values.astype(np.float64), edges)
                 res = np.concatenate([np.bincount(idx, counts, bins), np.bincount(idx, counts * values.astype(np.float64), bins)])
             else:
-                parts = _reduce_blocks(self._scene.data.data, block_binned, 2 * bins, np.float64,
+                parts = _reduce_blocks(self._scene.array, block_binned, 2 * bins, np.float64,
                                        nodata=self._scene.nodata, edges=edges)
                 log.info("%d-bin histogram: one more pass over %s", bins, self._scene.path)
                 (res,) = dask.compute(parts.sum(axis=(0, 1)))
@@ -225,7 +225,7 @@ class Stats:
 
     def tail(self, threshold: float) -> tuple[int, float, float, float]:
         """(count, float64 sum, min, max) of the valid pixels ``> threshold``: one extra pass."""
-        parts = _reduce_blocks(self._scene.data.data, block_tail, 4, np.float64,
+        parts = _reduce_blocks(self._scene.array, block_tail, 4, np.float64,
                                nodata=self._scene.nodata, threshold=threshold)
         (rows,) = dask.compute(parts.reshape(-1, 4))
         self.extra_passes += 1
@@ -234,7 +234,7 @@ class Stats:
 
     def tail_values(self, threshold: float | None) -> np.ndarray:
         """The valid pixels ``> threshold`` (all of them for None), as float64: one extra pass."""
-        blocks = self._scene.data.data.to_delayed().ravel()
+        blocks = self._scene.array.to_delayed().ravel()
         parts = dask.compute(*[dask.delayed(_tail_values)(b, self._scene.nodata, threshold) for b in blocks])
         self.extra_passes += 1
         return np.concatenate(parts) if parts else np.empty(0)
@@ -300,7 +300,7 @@ def _tail_values(block: np.ndarray, nodata: float | None, threshold: float | Non
 def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndarray:
     length = max(prefixes.size, 1) * RADIX
     parts = _reduce_blocks(
-        scene.data.data, block_key_hist, length, np.int64,
+        scene.array, block_key_hist, length, np.int64,
         nodata=scene.nodata, prefixes=prefixes, shift=shift,
     )
     log.info("refining order statistics: one more pass over %s (%d bits left)", scene.path, shift + DIGIT)
@@ -310,7 +310,7 @@ def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndar
 
 def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
     """The lazy reductions whose results make :class:`Stats` (nothing is computed here)."""
-    x = scene.data.data
+    x = scene.array
     if scene.dtype.name in LUT_DTYPES:
         length = np.iinfo(LUT_DTYPES[scene.dtype.name]).max + 1
         return {"hist": _reduce_blocks(x, block_hist, length, np.int64).sum(axis=(0, 1), dtype=np.int64)}

@@ -286,10 +286,10 @@ def row_floor(inp: str, out: str, ph: Phases) -> int:
     cfg = RunConfig(input=str(inp), nodata=NODATA, output=Output(path=str(out)))
     with runtime(cfg):
         classes = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
-        pixels = classes.data.data
+        pixels = classes.array
         if source:  # decode the scene chunk by chunk alongside (values discarded)
             scene = open_scene(source, 1, NODATA, cfg.processing.chunk, cfg.output.blocksize)
-            pixels = da.map_blocks(_first, pixels, scene.data.data, dtype=pixels.dtype)
+            pixels = da.map_blocks(_first, pixels, scene.array, dtype=pixels.dtype)
         palette = build_palette(Palette(), N_CLASSES)
         ph.mark("open")
         write_cog(pixels, classes, palette, cfg.output, Path(out))

@@ -214,9 +214,9 @@ def test_zarr_store(products, scene_id):
     # chunks: the processing chunks the run used (chunk edge, aligned as the run aligns them)
     name, band, nodata, _, _, chunk = SCENES[scene_id]
     scene = open_scene(str(data_path(name)), band, "file" if nodata is None else nodata, chunk, 512)
-    assert da_.chunks == scene.data.data.chunks
+    assert da_.chunks == scene.array.chunks
     arr = zarr.open_group(str(path), mode="r")["classes"]
-    assert arr.chunks == tuple(c[0] for c in scene.data.data.chunks)
+    assert arr.chunks == tuple(c[0] for c in scene.array.chunks)
     assert arr.dtype == np.uint8
 
 

@@ -1,9 +1,7 @@
 """How many passes over the data the library makes, and that the lazy graphs compute the right thing.
 
-Counted two ways:
-* ``ComputeCounter`` (dask callback): ``dask.compute`` calls, and executed read tasks by key-name
-  prefix (with low-level task fusion turned off, so that each chunk read is its own task);
-* actual windowed reads through rioxarray's array wrapper, with dask's default optimisation.
+Counted with ``ComputeCounter`` (a dask callback: ``dask.compute`` calls) and by the windows
+actually read from disk (``pipeline.io.read_window``), with and without low-level task fusion.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import rasterio
-import rioxarray._io
-import xarray as xr
+import pipeline.io
 from affine import Affine
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -48,33 +45,21 @@ def _open(scene_id: str) -> Scene:
     return open_scene(str(data_path(name)), band, nodata, chunk)
 
 
-def _read_prefix(scene: Scene) -> str:
-    """The name (as ComputeCounter reports it) of the rioxarray layer that reads the file's chunks."""
-    names = {k[0] for k in scene.data.data.__dask_graph__() if isinstance(k, tuple)}
-    readers = [n for n in names if n.startswith("open_rasterio-")]
-    assert len(readers) == 1, names
-    return readers[0].rsplit("-", 1)[0]
-
-
-def _reads(counter: ComputeCounter, prefix: str) -> int:
-    return sum(n for name, n in counter.tasks.items() if name.startswith(prefix))
-
-
 @pytest.fixture
 def window_reads(monkeypatch):
-    """Counts the windows rioxarray actually reads from disk (fused tasks or not)."""
+    """Counts the windows actually read from disk (fused tasks or not)."""
     seen: Counter = Counter()
     lock = threading.Lock()
-    orig = rioxarray._io.RasterioArrayWrapper._getitem
+    orig = pipeline.io.read_window
 
-    def counting(self, key):
-        out = orig(self, key)
-        window = tuple((k.start, k.stop) if isinstance(k, slice) else k for k in tuple(key)[-2:])
+    def counting(path, band, block_info=None):
+        out = orig(path, band, block_info=block_info)
+        window = tuple(tuple(r) for r in block_info[None]["array-location"])
         with lock:
             seen[window] += 1
         return out
 
-    monkeypatch.setattr(rioxarray._io.RasterioArrayWrapper, "_getitem", counting)
+    monkeypatch.setattr(pipeline.io, "read_window", counting)
     return seen
 
 
@@ -97,8 +82,8 @@ def test_building_graphs_computes_nothing(scene_id, window_reads):
         scene = _open(scene_id)
     assert c.computes == 0 and sum(c.tasks.values()) == 0
     assert sum(window_reads.values()) == 0, "open_scene read pixels"
-    assert isinstance(scene.data.data, da.Array)
-    assert scene.data.data.npartitions > 1
+    assert isinstance(scene.array, da.Array)
+    assert scene.array.npartitions > 1
 
     fitted = fit(scene, EI)
     window_reads.clear()
@@ -112,7 +97,7 @@ def test_building_graphs_computes_nothing(scene_id, window_reads):
     assert sum(window_reads.values()) == 0, "building the classify graph read pixels"
     for arr in (classes, rgb, rgba, counts):
         assert isinstance(arr, da.Array)
-    assert classes.dtype == np.uint8 and classes.chunks == scene.data.data.chunks
+    assert classes.dtype == np.uint8 and classes.chunks == scene.array.chunks
     assert rgb.shape == (3, *scene.shape) and rgba.shape == (4, *scene.shape)
 
 
@@ -134,13 +119,12 @@ def test_building_graphs_computes_nothing(scene_id, window_reads):
 )
 def test_fit_passes(scene_id, cfg, computes, window_reads):
     scene = _open(scene_id)
-    n_chunks = scene.data.data.npartitions
-    prefix = _read_prefix(scene)
-
+    n_chunks = scene.array.npartitions
+    window_reads.clear()
     with _unfused(), ComputeCounter() as c:
         unfused = fit(scene, cfg)
     assert c.computes == computes
-    assert _reads(c, prefix) == computes * n_chunks, dict(c.tasks)
+    assert sum(window_reads.values()) == computes * n_chunks
 
     window_reads.clear()
     with ComputeCounter() as c:
@@ -215,7 +199,7 @@ def _valid(arr: np.ndarray, nodata) -> np.ndarray:
 @pytest.mark.parametrize("cfg", [EI, Q10, "manual"], ids=["ei", "q", "manual"])
 def test_classify_on_uneven_chunks_equals_numpy(scene_id, cfg):
     scene = _open(scene_id)
-    chunks = scene.data.data.chunks
+    chunks = scene.array.chunks
     assert any(len(set(c)) > 1 for c in chunks), f"chunks {chunks} are even"
     name, band, nodata, _ = SCENES[scene_id]
     with rasterio.open(data_path(name)) as src:
@@ -280,8 +264,7 @@ def scenes(draw):
 
 
 def _mem_scene(arr: np.ndarray, nodata, chunks) -> Scene:
-    data = xr.DataArray(da.from_array(arr, chunks=chunks), dims=("y", "x"))
-    return Scene(path="memory", band=1, data=data, nodata=None if nodata is None else float(nodata),
+    return Scene(path="memory", band=1, array=da.from_array(arr, chunks=chunks), nodata=None if nodata is None else float(nodata),
                  crs=None, transform=Affine.identity(), block_shape=(1, 1))
 
 

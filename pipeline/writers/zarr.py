@@ -23,7 +23,7 @@ def _dataset(classes: da.Array, colours: da.Array | None, scene):
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
 
-    coords = {"y": scene.data["y"].values, "x": scene.data["x"].values}
+    coords = scene.coords()
     ds = xr.Dataset({"classes": (("y", "x"), classes)}, coords=coords)
     # nodata as a plain attribute (rioxarray reads it), not _FillValue: ids stay uint8 on reopening
     ds["classes"].attrs.update(long_name="class id (0 = nodata)", nodata=0)
