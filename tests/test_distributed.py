@@ -200,7 +200,7 @@ def test_worker_killed_mid_write(tmp_path, fragile_cluster):
     killed = None
     try:
         # the write pass has begun when the staging file appears beside the output
-        staging = wait_for(lambda: [p for p in partials(out_dir) if p.name.endswith(".staging.tif")],
+        staging = wait_for(lambda: [p for p in partials(out_dir) if p.name.endswith(".staging1.tif")],
                            timeout=90, proc=proc)
         assert staging, "the run ended before its write pass was seen:\n" + log.read_text()
         with cluster.client() as client:

@@ -247,3 +247,26 @@ def test_paletted_cog_does_not_silently_drop_alpha(products, tmp_path):
     n = legend["classes_requested"]
     got = np.array([cmap[i] for i in range(n + 1)], dtype=np.uint8)
     np.testing.assert_array_equal(got, _legend_palette(legend), err_msg="colour table differs from the legend")
+
+
+@pytest.mark.parametrize("mode", ["paletted", "rgba"])
+def test_overviews_are_nearest_decimations_of_the_classes(tmp_path, data, mode):
+    """The write tasks decimate each chunk into the overview levels: every overview pixel is the
+    full-resolution pixel at i*f + f//2 (clamped), as GDAL's NEAREST picks it, on uneven chunks."""
+    import rasterio
+
+    from pipeline.config import build_config
+    from pipeline.run import run
+
+    out = tmp_path / "b2.tif"
+    run(build_config({"input": str(data(B2)), "nodata": 0, "classes": {"count": 9},
+                      "output": {"path": str(out), "mode": mode, "blocksize": 256},
+                      "processing": {"chunk": 700}}, base_dir=tmp_path, source="test"))
+    with rasterio.open(out) as src:
+        full = src.read()
+        assert src.overviews(1) == [2, 4, 8]
+        for f in src.overviews(1):
+            h, w = src.height // f, src.width // f
+            rows = np.minimum(np.arange(h) * f + f // 2, src.height - 1)
+            cols = np.minimum(np.arange(w) * f + f // 2, src.width - 1)
+            np.testing.assert_array_equal(src.read(out_shape=(src.count, h, w)), full[:, rows][:, :, cols])

@@ -20,13 +20,16 @@ import logging
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import dask
 import dask.array as da
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from rasterio.enums import ColorInterp
 
 from .. import kernels
@@ -58,14 +61,33 @@ def cog_options(out: Output) -> dict:
     return opts
 
 
-# ------------------------------------------------------------------ staging file
-def create_staging(path: Path, scene, palette: np.ndarray, bands: int, blocksize: int) -> np.ndarray:
-    """Create the pre-allocated, uncompressed tiled staging GeoTIFF; returns tile byte offsets
-    as a (tiles_y, tiles_x) int64 array."""
-    height, width = scene.shape
+# ------------------------------------------------------------------ staging files
+@dataclass(frozen=True)
+class Level:
+    """One pre-allocated, uncompressed tiled staging GeoTIFF: full resolution (factor 1) or an
+    overview (factor 2, 4, ...), with every tile's byte offset."""
+
+    path: str
+    factor: int
+    shape: tuple[int, int]
+    offsets: np.ndarray  # (tiles_y, tiles_x) int64
+
+
+def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
+    """2, 4, ... until the overview fits in one tile (as GDAL's COG driver does)."""
+    factors, f = [], 2
+    while max(shape) > blocksize and max(math.ceil(n / (f // 2)) for n in shape) > blocksize:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def create_level(path: Path, scene, factor: int, palette: np.ndarray, bands: int, blocksize: int) -> Level:
+    """Create one staging level (GDAL pre-allocates every tile) and read back the tile offsets."""
+    height, width = (max(1, n // factor) for n in scene.shape)  # GDAL's overview sizes
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": "uint8",
-        "crs": scene.crs, "transform": scene.transform, "tiled": True,
+        "crs": scene.crs, "transform": scene.transform * Affine.scale(factor), "tiled": True,
         "blockxsize": blocksize, "blockysize": blocksize, "compress": "none",
         "interleave": "pixel", "bigtiff": "IF_SAFER", "sparse_ok": False,
         "nodata": 0 if bands == 1 else None,
@@ -82,29 +104,70 @@ def create_staging(path: Path, scene, palette: np.ndarray, bands: int, blocksize
     offsets = np.array(offsets, dtype=np.int64).reshape(ty, tx)
     if (offsets <= 0).any():
         raise RuntimeError(f"{path}: GDAL did not pre-allocate every tile")
-    return offsets
+    return Level(str(path), factor, (height, width), offsets)
 
 
-def write_tiles(classes: np.ndarray, colors: np.ndarray | None, offsets: np.ndarray, path: str,
-                blocksize: int, block_info=None) -> np.ndarray:
-    """Block kernel: colour (optional) and write a chunk's tiles at their offsets; returns the
-    chunk's class counts, shape (1, 1, 256). The chunk must start on a tile boundary."""
-    (y0, _), (x0, _) = block_info[0]["array-location"]
-    pixels = classes if colors is None else colors[classes]  # (y, x) or (y, x, band)
+def write_region(fd: int, level: Level, pixels: np.ndarray, y0: int, x0: int, blocksize: int) -> None:
+    """Write ``pixels`` ((y, x) or (y, x, band)) at (y0, x0) of a staging level: whole tiles
+    with one ``pwrite`` each, tiles the region only partly covers row segment by row segment."""
     b = blocksize
-    h, w = classes.shape
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        for ty in range(0, h, b):
-            for tx in range(0, w, b):
-                tile = pixels[ty:ty + b, tx:tx + b]
-                if tile.shape[:2] != (b, b):  # edge tiles are stored full size, padded
-                    full = np.zeros((b, b) + pixels.shape[2:], np.uint8)
-                    full[: tile.shape[0], : tile.shape[1]] = tile
-                    tile = full
-                os.pwrite(fd, np.ascontiguousarray(tile).data, int(offsets[(y0 + ty) // b, (x0 + tx) // b]))
-    finally:
-        os.close(fd)
+    h, w = pixels.shape[:2]
+    px = pixels.shape[2] if pixels.ndim == 3 else 1
+    H, W = level.shape
+    for ty in range(y0 // b, (y0 + h - 1) // b + 1):
+        for tx in range(x0 // b, (x0 + w - 1) // b + 1):
+            r0, r1 = max(y0, ty * b), min(y0 + h, (ty + 1) * b)
+            c0, c1 = max(x0, tx * b), min(x0 + w, (tx + 1) * b)
+            base = int(level.offsets[ty, tx])
+            part = pixels[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+            whole = r0 == ty * b and c0 == tx * b and r1 == min(H, (ty + 1) * b) and c1 == min(W, (tx + 1) * b)
+            if whole:  # the tile's full extent: one write (edge tiles are stored padded)
+                tile = np.zeros((b, b) + pixels.shape[2:], np.uint8)
+                tile[: r1 - r0, : c1 - c0] = part
+                os.pwrite(fd, tile.data, base)
+            else:
+                for r in range(r0, r1):
+                    row = np.ascontiguousarray(part[r - r0])
+                    os.pwrite(fd, row.data, base + ((r - ty * b) * b + (c0 - tx * b)) * px)
+
+
+def decimate(block: np.ndarray, y0: int, x0: int, shape: tuple[int, int], factor: int):
+    """Nearest-neighbour overview pixels a chunk owns: overview pixel i (of size // factor)
+    samples source pixel i*factor + factor//2, as GDAL's NEAREST does. Returns the
+    overview-space origin and pixels (or None when the chunk owns none)."""
+    off = factor // 2
+    idx = []
+    for start, n, size in ((y0, block.shape[0], shape[0]), (x0, block.shape[1], shape[1])):
+        total = max(1, size // factor)
+        i0 = max(0, -(-(start - off) // factor))
+        i1 = total if start + n == size else min(total, -(-(start + n - off) // factor))
+        src = np.minimum(np.arange(i0, i1) * factor + off, size - 1) - start
+        idx.append((i0, src))
+    (oy, rows), (ox, cols) = idx
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return oy, ox, block[np.ix_(rows, cols)]
+
+
+def write_chunk(classes: np.ndarray, colors: np.ndarray | None, levels: list[Level], blocksize: int,
+                block_info=None) -> np.ndarray:
+    """Block kernel: colour (optional) a chunk and write it into every staging level (full
+    resolution and each overview's decimation); returns its class counts, shape (1, 1, 256)."""
+    (y0, _), (x0, _) = block_info[0]["array-location"]
+    shape = levels[0].shape
+    pixels = classes if colors is None else colors[classes]  # (y, x) or (y, x, band)
+    for level in levels:
+        if level.factor == 1:
+            part = (y0, x0, pixels)
+        else:
+            part = decimate(pixels, y0, x0, shape, level.factor)
+            if part is None:
+                continue
+        fd = os.open(level.path, os.O_WRONLY)
+        try:
+            write_region(fd, level, part[2], part[0], part[1], blocksize)
+        finally:
+            os.close(fd)
     return kernels.bincount_block(classes, 256)[None, None, :]
 
 
@@ -113,19 +176,46 @@ def tile_aligned(chunks: tuple[tuple[int, ...], ...], blocksize: int) -> bool:
     return all(c % blocksize == 0 for dim in chunks for c in dim[:-1])
 
 
-def stage(classes: da.Array, colors: np.ndarray | None, offsets: np.ndarray, path: Path, blocksize: int) -> da.Array:
-    """Lazy: write every chunk's tiles into the staging file; the result is the class counts."""
+def stage(classes: da.Array, colors: np.ndarray | None, levels: list[Level], blocksize: int) -> da.Array:
+    """Lazy: write every chunk into the staging levels; the result is the class counts."""
     if not tile_aligned(classes.chunks, blocksize):
         target = tuple(max(blocksize, round(dim[0] / blocksize) * blocksize) for dim in classes.chunks)
         log.debug("rechunking %s to %s to align with %d-pixel tiles", classes.chunksize, target, blocksize)
         classes = classes.rechunk(target)
-    shared = dask.delayed(offsets, pure=True)
     table = None if colors is None else dask.delayed(colors, pure=True)
     parts = classes.map_blocks(
-        write_tiles, table, shared, str(path), blocksize,
+        write_chunk, table, dask.delayed(levels, pure=True), blocksize,
         new_axis=2, chunks=(1, 1, 256), dtype=np.int64, meta=np.empty((0, 0, 0), np.int64),
     )
     return parts.sum(axis=(0, 1), dtype=np.int64)
+
+
+def vrt_with_overviews(levels: list[Level], path: Path) -> Path:
+    """A VRT over the full-resolution staging file that declares the other levels as its
+    overviews, so GDAL's COG driver copies them instead of computing its own."""
+    with rasterio.open(levels[0].path) as src:
+        bands = src.count
+        cmap = src.colormap(1) if bands == 1 else None
+        interp = [c.name.capitalize() for c in src.colorinterp]
+        head = (f'<VRTDataset rasterXSize="{src.width}" rasterYSize="{src.height}">'
+                f"<SRS>{escape(src.crs.to_wkt()) if src.crs else ''}</SRS>"
+                f"<GeoTransform>{', '.join(repr(v) for v in src.transform.to_gdal())}</GeoTransform>")
+    parts = [head]
+    for b in range(1, bands + 1):
+        parts.append(f'<VRTRasterBand dataType="Byte" band="{b}">')
+        if cmap is not None:
+            parts.append("<NoDataValue>0</NoDataValue><ColorInterp>Palette</ColorInterp><ColorTable>")
+            parts += [f'<Entry c1="{c[0]}" c2="{c[1]}" c3="{c[2]}" c4="{c[3]}"/>' for _, c in sorted(cmap.items())]
+            parts.append("</ColorTable>")
+        else:
+            parts.append(f"<ColorInterp>{interp[b - 1]}</ColorInterp>")
+        source = '<SourceFilename relativeToVRT="0">{}</SourceFilename><SourceBand>{}</SourceBand>'
+        parts.append(f"<SimpleSource>{source.format(escape(levels[0].path), b)}</SimpleSource>")
+        parts += [f"<Overview>{source.format(escape(lv.path), b)}</Overview>" for lv in levels[1:]]
+        parts.append("</VRTRasterBand>")
+    parts.append("</VRTDataset>")
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
 
 
 # --------------------------------------------------------------------- the writer
@@ -153,19 +243,24 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     Returns the pixel count of every class id (0..255) from the same pass.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = partial_path(final, ".staging.tif")
     colors = np.ascontiguousarray(palette[:, :bands]) if bands else None
+    # nearest overviews are decimated by the write tasks; GDAL computes mode overviews itself
+    own = out.overviews and out.overview_resampling == "nearest"
+    factors = [1] + (overview_factors(scene.shape, out.blocksize) if own else [])
+    paths = [partial_path(final, f".staging{f}.tif") for f in factors] + [partial_path(final, ".staging.vrt")]
     try:
         with raster_errors(str(final)):
-            offsets = create_staging(staging, scene, palette, bands or 1, out.blocksize)
-        (counts,) = dask.compute(stage(classes, colors, offsets, staging, out.blocksize))
-        log.info("assembling the COG (compression and overviews)")
+            levels = [create_level(p, scene, f, palette, bands or 1, out.blocksize) for p, f in zip(paths, factors)]
+        (counts,) = dask.compute(stage(classes, colors, levels, out.blocksize))
+        source = vrt_with_overviews(levels, paths[-1]) if len(levels) > 1 else paths[0]
+        log.info("assembling the COG (compression on all cores, %d overview levels)", len(levels) - 1)
         client = distributed_client()
         if client is None:
-            assemble(staging, final, out)
+            assemble(source, final, out)
         else:  # a worker assembles it, so no pixel travels to the client
-            client.submit(assemble, staging, final, out, pure=False).result()
+            client.submit(assemble, source, final, out, pure=False).result()
     finally:
-        remove(staging)
+        for p in paths:
+            remove(p)
     log.info("wrote %s", final)
     return counts
