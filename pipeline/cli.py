@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """Console entry point: run, flush, and leave without the interpreter's slow teardown
     (every file is closed and every pool shut down by then; atexit hooks have nothing to do)."""
+    from ._deferred import hide
+
+    hide()  # dask.array would import xarray and scipy (0.7 s) that a COG run does not use
     code = main()
     logging.shutdown()
     sys.stdout.flush()

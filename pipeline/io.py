@@ -61,6 +61,9 @@ class Scene:
 
     def to_xarray(self):
         """A georeferenced (y, x) xarray.DataArray over the same lazy array."""
+        from ._deferred import allow
+
+        allow()
         import rioxarray  # noqa: F401  (registers .rio)
         import xarray as xr
 

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def _dataset(classes: da.Array, colours: da.Array | None, scene):
+    from .._deferred import allow
+
+    allow()
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
 

@@ -1,0 +1,26 @@
+"""Keep optional heavy imports out of a command-line run until something needs them.
+
+When they are installed, ``dask.array`` imports xarray (with pandas) and scipy at import time
+(about 0.7 s together, a quarter of a Landsat-band run) although a COG run uses neither.
+The CLI hides them while dask loads (:func:`hide`); code that needs one calls :func:`allow`
+first. Library users importing ``pipeline`` themselves are not affected.
+"""
+
+from __future__ import annotations
+
+import sys
+
+DEFERRED = ("xarray", "scipy")
+
+
+def hide() -> None:
+    """Make ``import xarray``/``import scipy`` fail (as if absent) until :func:`allow`."""
+    for name in DEFERRED:
+        sys.modules.setdefault(name, None)
+
+
+def allow(*names: str) -> None:
+    """Undo :func:`hide` for ``names`` (all by default), so they import normally."""
+    for name in names or DEFERRED:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
