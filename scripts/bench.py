@@ -31,6 +31,8 @@ import statistics
 import subprocess
 import sys
 import threading
+import tempfile
+import shutil
 import time
 from importlib import metadata
 from pathlib import Path
@@ -139,10 +141,32 @@ def machine_info() -> dict:
 
 
 # ----------------------------------------------------------------------- running a process
+def _gnu_time() -> str | None:
+    path = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "-f", "%M", "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if out.returncode == 0 and out.stderr.strip().isdigit() else None
+
+
+GNU_TIME = _gnu_time()
+
+
 def run_measured(cmd: list[str], timeout: float, cwd: str | None = None) -> dict:
     """Run ``cmd`` as a child: wall time, the child's own peak RSS and CPU time (``os.wait4``),
     exit code, stdout/stderr lines with their arrival time (s since start); killed on timeout."""
     lines: dict[str, list[tuple[float, str]]] = {"stdout": [], "stderr": []}
+    # A child's ru_maxrss starts at its parent's peak RSS (Linux folds the forked address
+    # space into it at exec), and this bench process grows with the scene size; GNU time, a
+    # small process, forks the row and reports the row's own peak instead.
+    rss_file = None
+    if GNU_TIME:
+        fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
+        os.close(fd)
+        cmd = [GNU_TIME, "-f", "%M", "-o", rss_file, *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             errors="replace", cwd=cwd, start_new_session=True)
@@ -188,6 +212,12 @@ def run_measured(cmd: list[str], timeout: float, cwd: str | None = None) -> dict
     for stream in (proc.stdout, proc.stderr):
         stream.close()
     rss_kib = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss / 1024
+    if rss_file:
+        try:
+            rss_kib = int(Path(rss_file).read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass  # killed before GNU time could write: keep wait4's figure
+        os.unlink(rss_file)
     return {
         "wall_s": round(wall, 3),
         "maxrss_mib": round(rss_kib / 1024, 1),
