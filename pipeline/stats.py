@@ -132,10 +132,6 @@ class Stats:
     extra_passes: int = 0
     _cache: dict = field(default_factory=dict, repr=False)  # results of extra passes (moments, bins)
 
-    @property
-    def exact_hist(self) -> bool:
-        return self.hist is not None
-
     def hist_values(self) -> tuple[np.ndarray, np.ndarray]:
         """(distinct values, counts) of the valid pixels (8/16-bit integers), sorted."""
         keys = np.flatnonzero(self.hist)
