@@ -17,6 +17,12 @@ def partial_path(final: Path, suffix: str = "") -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PARTIAL_TAG}{suffix}")
 
 
+def sibling(output: Path, suffix: str) -> Path:
+    """A side file named from an output: ``out/b10.tif`` + ``.legend.json`` -> ``out/b10.legend.json``."""
+    output = Path(output)
+    return output.with_name(output.stem + suffix)
+
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

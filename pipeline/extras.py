@@ -8,12 +8,11 @@ Files are named from the output path (``out/b10_classes.tif`` -> ``out/b10_class
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 from pathlib import Path
 
-from .atomic import atomic_output
+from .atomic import atomic_output, sibling
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,16 +30,9 @@ SUFFIXES = {
 }
 
 
-def base_name(output: Path) -> str:
-    """``classes.tif`` -> ``classes``; ``classes.zarr`` -> ``classes`` (as the legend's name)."""
-    name = Path(output).name.rstrip("/")
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
 def extra_paths(output: Path) -> dict[str, Path]:
     """Where every extra output of ``output`` goes."""
-    output = Path(output)
-    return {key: output.with_name(base_name(output) + suffix) for key, suffix in SUFFIXES.items()}
+    return {key: sibling(output, suffix) for key, suffix in SUFFIXES.items()}
 
 
 def _requested(o) -> list[str]:
@@ -67,15 +59,10 @@ def _put(path: Path, data: bytes | str) -> Path:
 def write_extras(result, cfg) -> dict[str, Path]:
     """Write the extra outputs ``cfg.outputs`` asks for; returns {key: path} of what was written.
 
-    Also reports (log) when the scheme gave fewer classes holding pixels than it has.
     """
     from . import pictures, report, styles
 
     legend = result.legend
-    effective = legend.get("classes_effective")
-    if effective is not None and effective < len(legend["classes"]):
-        log.warning("%s: %d of %d classes hold pixels (empty: %s)", legend["scheme"], effective,
-                    len(legend["classes"]), legend["empty_classes"])
     o = cfg.outputs
     keys = _requested(o)
     if not keys:
@@ -86,7 +73,7 @@ def write_extras(result, cfg) -> dict[str, Path]:
         _need("matplotlib", "histogram_plot")
     paths = extra_paths(result.output)
     written: dict[str, Path] = {}
-    name = base_name(result.output)
+    name = Path(result.output).stem
 
     if o.qml:
         written["qml"] = _put(paths["qml"], styles.qml(legend))
@@ -108,17 +95,11 @@ def write_extras(result, cfg) -> dict[str, Path]:
 
     histogram = source = None
     if o.histogram_plot or (o.report and importlib.util.find_spec("matplotlib") is not None):
-        from .io import open_scene, raster_errors
+        from .io import raster_errors
         from .run import runtime  # the run's GDAL settings and scheduler, for a float histogram pass
 
-        stats = result.fit.stats
         with runtime(cfg), raster_errors(legend["input"]):
-            if stats.hist is None and not any(isinstance(k, tuple) and k[0] == "binned" for k in stats._cache):
-                # a histogram pass is needed: read the input itself (the statistics may point at
-                # the run's store of decoded chunks, which is gone by now)
-                fresh = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
-                stats = dataclasses.replace(stats, _scene=fresh)
-            histogram, source = pictures.histogram_png(legend, stats, result.fit.edges)
+            histogram, source = pictures.histogram_png(legend, result.fit.stats, result.fit.edges)
         if o.histogram_plot:
             written["histogram_plot"] = _put(paths["histogram_plot"], histogram)
     elif o.report:

@@ -15,7 +15,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_output
+from .atomic import atomic_output, sibling
 from .io import is_url
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
@@ -24,8 +24,7 @@ _CHUNK = 1 << 20
 
 
 def manifest_path(output: Path) -> Path:
-    base = output.name[: -len(output.suffix)] if output.suffix else output.name
-    return output.with_name(base + ".manifest.json")
+    return sibling(output, ".manifest.json")
 
 
 def config_hash(job) -> str:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_output
+from ..atomic import atomic_output, sibling
 from ..palette import to_hex
 
 
 def legend_path(output: Path) -> Path:
     """``scene_classes.tif`` -> ``scene_classes.legend.json`` (beside the output)."""
-    return output.with_name(output.name.rsplit(".", 1)[0] + ".legend.json") if "." in output.name else output.with_name(output.name + ".legend.json")
+    return sibling(output, ".legend.json")
 
 
 def _num(v) -> float | int | None:
