@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 
 from .io import Scene
-from .kernels import LUT_DTYPES, unsigned_view
+from .kernels import LUT_DTYPES, bincount_block
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def block_hist(block: np.ndarray) -> np.ndarray:
     """Exact histogram of an 8/16-bit block indexed by order-preserving key, shape (1, 1, K)."""
     kdt = LUT_DTYPES[block.dtype.name]
     length = np.iinfo(kdt).max + 1
-    keys = to_key(block.reshape(-1)) if block.dtype.kind == "i" else unsigned_view(block.reshape(-1))
-    return np.bincount(keys, minlength=length)[None, None, :]
+    keys = to_key(block.reshape(-1)) if block.dtype.kind == "i" else block
+    return bincount_block(keys, length)[None, None, :]
 
 
 def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
