@@ -133,26 +133,28 @@ def write_region(fd: int, level: Level, pixels: np.ndarray, y0: int, x0: int, bl
 
 def decimate(block: np.ndarray, y0: int, x0: int, shape: tuple[int, int], factor: int):
     """Nearest-neighbour overview pixels a chunk owns: overview pixel i (of size // factor)
-    samples source pixel i*factor + factor//2, as GDAL's NEAREST does. Returns the
-    overview-space origin and pixels (or None when the chunk owns none)."""
+    samples source pixel i*factor + factor//2, as GDAL's NEAREST does (clamped to the last
+    pixel, which only a band narrower than ``factor`` needs). Returns the overview-space origin
+    and the pixels as a strided view, or None when the chunk owns none."""
     off = factor // 2
-    idx = []
+    origin, index = [], []
     for start, n, size in ((y0, block.shape[0], shape[0]), (x0, block.shape[1], shape[1])):
         total = max(1, size // factor)
         i0 = max(0, -(-(start - off) // factor))
         i1 = total if start + n == size else min(total, -(-(start + n - off) // factor))
-        src = np.minimum(np.arange(i0, i1) * factor + off, size - 1) - start
-        idx.append((i0, src))
-    (oy, rows), (ox, cols) = idx
-    if rows.size == 0 or cols.size == 0:
-        return None
-    return oy, ox, block[np.ix_(rows, cols)]
+        if i1 <= i0:
+            return None
+        first = min(i0 * factor + off, size - 1) - start
+        origin.append(i0)
+        index.append(slice(first, first + (i1 - i0 - 1) * factor + 1, factor))
+    return origin[0], origin[1], block[index[0], index[1]]
 
 
 def write_chunk(classes: np.ndarray, colors: np.ndarray | None, levels: list[Level], blocksize: int,
-                block_info=None) -> np.ndarray:
+                count: bool = True, block_info=None) -> np.ndarray:
     """Block kernel: colour (optional) a chunk and write it into every staging level (full
-    resolution and each overview's decimation); returns its class counts, shape (1, 1, 256)."""
+    resolution and each overview's decimation); returns its class counts, shape (1, 1, 256)
+    (zeros when ``count`` is false)."""
     (y0, _), (x0, _) = block_info[0]["array-location"]
     shape = levels[0].shape
     pixels = classes if colors is None else colors[classes]  # (y, x) or (y, x, band)
@@ -168,6 +170,8 @@ def write_chunk(classes: np.ndarray, colors: np.ndarray | None, levels: list[Lev
             write_region(fd, level, part[2], part[0], part[1], blocksize)
         finally:
             os.close(fd)
+    if not count:
+        return np.zeros((1, 1, 256), np.int64)
     return kernels.bincount_block(classes, 256)[None, None, :]
 
 
@@ -176,15 +180,17 @@ def tile_aligned(chunks: tuple[tuple[int, ...], ...], blocksize: int) -> bool:
     return all(c % blocksize == 0 for dim in chunks for c in dim[:-1])
 
 
-def stage(classes: da.Array, colors: np.ndarray | None, levels: list[Level], blocksize: int) -> da.Array:
-    """Lazy: write every chunk into the staging levels; the result is the class counts."""
+def stage(classes: da.Array, colors: np.ndarray | None, levels: list[Level], blocksize: int,
+          count: bool = True) -> da.Array:
+    """Lazy: write every chunk into the staging levels; the result is the class counts
+    (zeros when ``count`` is false)."""
     if not tile_aligned(classes.chunks, blocksize):
         target = tuple(max(blocksize, round(dim[0] / blocksize) * blocksize) for dim in classes.chunks)
         log.debug("rechunking %s to %s to align with %d-pixel tiles", classes.chunksize, target, blocksize)
         classes = classes.rechunk(target)
     table = None if colors is None else dask.delayed(colors, pure=True)
     parts = classes.map_blocks(
-        write_chunk, table, dask.delayed(levels, pure=True), blocksize,
+        write_chunk, table, dask.delayed(levels, pure=True), blocksize, count,
         new_axis=2, chunks=(1, 1, 256), dtype=np.int64, meta=np.empty((0, 0, 0), np.int64),
     )
     return parts.sum(axis=(0, 1), dtype=np.int64)
@@ -237,10 +243,12 @@ def assemble(staging: Path, final: Path, out: Output) -> None:
         rasterio.shutil.copy(staging, tmp, driver="COG", **cog_options(out))
 
 
-def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0) -> np.ndarray:
+def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0,
+              count: bool = True) -> np.ndarray:
     """Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG.
 
-    Returns the pixel count of every class id (0..255) from the same pass.
+    Returns the pixel count of every class id (0..255) from the same pass (zeros when
+    ``count`` is false: the caller knows them already).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     colors = np.ascontiguousarray(palette[:, :bands]) if bands else None
@@ -251,7 +259,7 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     try:
         with raster_errors(str(final)):
             levels = [create_level(p, scene, f, palette, bands or 1, out.blocksize) for p, f in zip(paths, factors)]
-        (counts,) = dask.compute(stage(classes, colors, levels, out.blocksize))
+        (counts,) = dask.compute(stage(classes, colors, levels, out.blocksize, count))
         source = vrt_with_overviews(levels, paths[-1]) if len(levels) > 1 else paths[0]
         log.info("assembling the COG (compression on all cores, %d overview levels)", len(levels) - 1)
         client = distributed_client()
