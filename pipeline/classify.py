@@ -17,7 +17,7 @@ from . import kernels
 from .io import Scene
 from .schemes import class_edges, needs_distribution
 from .decoded import DecodedChunks
-from .stats import Stats, _reduce_blocks, stats_from_results, stats_graph
+from .stats import Stats, _reduce_blocks, from_key, stats_from_results, stats_graph
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,20 @@ def colorize(classes: da.Array, palette: np.ndarray, bands: int) -> da.Array:
         kernels.colorize_block, _lut_arg(table), dtype=np.uint8,
         new_axis=0, chunks=((bands,), *classes.chunks), meta=np.empty((0, 0, 0), np.uint8),
     )
+
+
+def counts_from_hist(scene: Scene, fitted: Fit) -> np.ndarray | None:
+    """Pixels per class id 0..255 from the exact histogram of 8/16-bit data (no pass over the
+    pixels: every value's class is known); None for other dtypes, whose counts come from the write."""
+    hist = fitted.stats.hist
+    if hist is None:
+        return None
+    values = from_key(np.arange(hist.size), scene.dtype)
+    ids = kernels.classify_values(values, fitted.edges, scene.nodata)
+    counts = np.zeros(256, np.int64)
+    np.add.at(counts, ids, hist)
+    counts[0] += scene.shape[0] * scene.shape[1] - int(hist.sum())  # nodata pixels (not in hist)
+    return counts
 
 
 def _class_count_block(block: np.ndarray) -> np.ndarray:

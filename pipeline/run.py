@@ -16,7 +16,7 @@ from . import __version__
 from .cluster import scheduler
 from .atomic import partial_path
 from .decoded import DecodedChunks, worth_keeping
-from .classify import Fit, class_counts, classify, colorize, fit
+from .classify import Fit, class_counts, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
 from .errors import ConfigError
 from .io import Scene, is_url, open_scene, raster_errors
@@ -76,17 +76,19 @@ def check_paths(cfg: RunConfig) -> Path:
 
 def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path,
           legend_of: Callable[[np.ndarray], dict]) -> np.ndarray:
-    """The write pass: classify, colour and write tile by tile; returns pixels per class id."""
+    """The write pass: classify, colour and write tile by tile; returns pixels per class id
+    (from the exact histogram for 8/16-bit data, else counted by the same pass)."""
     classes = classify(scene, fitted)
     bands = BANDS[cfg.output.mode]
+    known = counts_from_hist(scene, fitted)
     if cfg.output.resolved_format == "cog":
-        counts = write_cog(classes, scene, palette, cfg.output, final, bands)
+        counts = write_cog(classes, scene, palette, cfg.output, final, bands, count=known is None)
     else:
         colours = colorize(classes, palette, bands) if bands else None
-        extra = {"counts": class_counts(classes, fitted.n_classes)}
-        attrs = lambda res: {"sceneclass_legend": legend_of(res["counts"])}  # noqa: E731
-        counts = write_zarr(classes, colours, scene, final, extra, attrs)["counts"]
-    return counts[: fitted.n_classes + 1]
+        extra = {"counts": class_counts(classes, fitted.n_classes)} if known is None else {}
+        attrs = lambda res: {"sceneclass_legend": legend_of(res.get("counts", known))}  # noqa: E731
+        counts = write_zarr(classes, colours, scene, final, extra, attrs).get("counts")
+    return (known if known is not None else counts)[: fitted.n_classes + 1]
 
 
 def run(cfg: RunConfig) -> RunResult:

@@ -292,7 +292,7 @@ def row_floor(inp: str, out: str, ph: Phases) -> int:
             pixels = da.map_blocks(_first, pixels, scene.array, dtype=pixels.dtype)
         palette = build_palette(Palette(), N_CLASSES)
         ph.mark("open")
-        write_cog(pixels, classes, palette, cfg.output, Path(out))
+        write_cog(pixels, classes, palette, cfg.output, Path(out), count=False)  # no statistics
     ph.mark("write")
     return 0
 
