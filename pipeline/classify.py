@@ -41,9 +41,10 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
     pass (extra statistics, the write) reads them instead of decoding the input again."""
     graph = stats_graph(scene, needs_distribution(classes_cfg))
     if keep is not None:
-        keep.create()
-        graph["_kept"] = keep.store()
+        graph["_layout"] = keep.store()
     (res,) = dask.compute(graph)
+    if keep is not None:
+        keep.layout = res.pop("_layout")
     stats = stats_from_results(keep.reader() if keep is not None else scene, res)
     if stats.count == 0:
         log.warning("%s band %d has no valid pixels: the output is all nodata", scene.path, scene.band)

@@ -295,13 +295,25 @@ def test_classify_any_dtype_equals_numpy(case, scheme, n):
         np.testing.assert_array_equal(known, np.bincount(ref.ravel(), minlength=256))
 
 
+@pytest.mark.parametrize("store", ["mapped", "pwrite"])
 @pytest.mark.parametrize("scene_id,cfg", [("B2-uint16", Q10), ("B10-float32", Q10), ("LE07-float64", EI)],
                          ids=lambda v: getattr(v, "scheme", v))
-def test_kept_decoded_chunks_change_nothing(tmp_path, scene_id, cfg):
-    """Reading the kept decoded chunks gives the same classes and legend as decoding twice."""
+def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg, store):
+    """Reading the kept decoded chunks gives the same classes and legend as decoding twice,
+    whether the chunks were decoded into a memory map of the file (where its blocks can be
+    reserved) or written with pwrite (where they cannot)."""
     import json
 
     import rasterio
+
+    import pipeline.decoded
+
+    if store == "pwrite":
+        monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
+    else:
+        with open(tmp_path / "probe", "wb") as f:
+            if not pipeline.decoded.reserve(f.fileno(), 4096):
+                pytest.skip(f"{tmp_path}: this file system cannot reserve blocks")
 
     name, band, nodata, chunk = SCENES[scene_id]
     outs = {}

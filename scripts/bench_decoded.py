@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""What keeping the decoded chunks between the passes costs and saves, as ratios in one run.
+
+    python scripts/bench_decoded.py SCENE.tif [--rounds 3] [--chunk 2048]
+
+For each way of getting the pixels to the write pass it times, on the threaded scheduler,
+the statistics pass (exact histogram) plus a second pass that only touches every chunk:
+
+``decode twice``  no store: the second pass decodes the input again;
+``pwrite``        the statistics pass decodes, then writes each chunk to the raw file;
+``mapped``        the statistics pass decodes each chunk straight into a memory map of the
+                  raw file (its blocks reserved first), as sceneclass does where it can.
+
+Rounds are interleaved; the table gives the median wall time and CPU time (user + system) of
+each, and its ratio to ``decode twice`` within the same round. Generate a scene with
+``python scripts/make_scene.py /tmp/scbench --size 16x``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline.decoded as decoded  # noqa: E402
+from pipeline.io import open_scene  # noqa: E402
+from pipeline.stats import stats_graph  # noqa: E402
+
+MODES = ("decode twice", "pwrite", "mapped")
+
+
+def _touch(block: np.ndarray) -> np.ndarray:
+    return np.array([[int(block[0, 0]) + int(block[-1, -1])]])
+
+
+def one(mode: str, path: Path, chunk: int, folder: Path) -> tuple[float, float]:
+    scene = open_scene(str(path), 1, 0, chunk, 512)
+    keep = None if mode == "decode twice" else decoded.DecodedChunks(scene, folder / "scene.decoded")
+    orig = decoded.reserve
+    if mode == "pwrite":
+        decoded.reserve = lambda fd, nbytes: False
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    try:
+        graph = stats_graph(scene, False)
+        if keep:
+            graph["layout"] = keep.store()
+        (res,) = dask.compute(graph)
+        if keep:
+            keep.layout = res["layout"]
+        second = keep.reader() if keep else scene
+        dask.compute(second.array.map_blocks(_touch, chunks=(1, 1), dtype=np.int64).sum())
+    finally:
+        decoded.reserve = orig
+        if keep:
+            keep.remove()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter() - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scene", type=Path)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--folder", type=Path, help="where the raw file goes (default: beside the scene)")
+    args = ap.parse_args(argv)
+    folder = args.folder or args.scene.parent
+    res: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+    ratios: dict[str, list[float]] = {m: [] for m in MODES}
+    with rasterio.Env(GDAL_CACHEMAX=128), dask.config.set(scheduler="threads"), \
+            tempfile.TemporaryDirectory(dir=folder) as tmp:
+        one("decode twice", args.scene, args.chunk, Path(tmp))  # warm the page cache
+        for r in range(args.rounds):
+            order = MODES if r % 2 == 0 else MODES[::-1]
+            got = {m: one(m, args.scene, args.chunk, Path(tmp)) for m in order}
+            for m in MODES:
+                res[m].append(got[m])
+                ratios[m].append(got[m][0] / got["decode twice"][0])
+    print(f"{args.scene.name}, chunk {args.chunk}, {args.rounds} rounds, raw file in {folder}")
+    print(f"{'mode':14s} {'wall s':>8s} {'cpu s':>8s} {'÷ decode twice':>15s}")
+    for m in MODES:
+        print(f"{m:14s} {statistics.median(w for w, _ in res[m]):8.2f} "
+              f"{statistics.median(c for _, c in res[m]):8.2f} {statistics.median(ratios[m]):15.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
