@@ -49,8 +49,16 @@ COUNT_PIECE = 1 << 19
 TAKE_PIECE = 1 << 16
 
 
+def uniform(block: np.ndarray) -> bool:
+    """True when every pixel of a (non-empty, integer) block has one value: the fill around a
+    scene's footprint fills whole chunks (two SIMD reductions, about 1/20 of a look-up)."""
+    return block.size > 0 and block.min() == block.max()
+
+
 def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis."""
+    if uniform(block):
+        return np.broadcast_to(lut[unsigned_view(block.reshape(-1)[:1])], block.shape + lut.shape[1:]).copy()
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
     out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
     for i in range(0, flat.size, TAKE_PIECE):
@@ -78,6 +86,10 @@ def bincount_block(block: np.ndarray, length: int) -> np.ndarray:
     flat = np.ascontiguousarray(block).reshape(-1)
     if flat.dtype.kind == "i":
         flat = unsigned_view(flat)
+    if uniform(flat):
+        counts = np.zeros(max(length, int(flat[0]) + 1), np.int64)
+        counts[flat[0]] = flat.size
+        return counts
     counts = np.bincount(flat[:COUNT_PIECE], minlength=length)
     for i in range(COUNT_PIECE, flat.size, COUNT_PIECE):
         counts += np.bincount(flat[i:i + COUNT_PIECE], minlength=length)

@@ -28,6 +28,13 @@ def test_piecewise_histogram_and_lookup_equal_numpy(dtype):
     np.testing.assert_array_equal(kernels.lookup_block(block, bands), bands[u])
     view = block[5:-3, 7:-2]  # not contiguous
     np.testing.assert_array_equal(kernels.lookup_block(view, lut), lut[view.view(u.dtype)])
+    for value in (info.min, -1 if info.min < 0 else 1, info.max):  # uniform blocks take a short cut
+        flat = np.full((37, 41), value, dtype)
+        fu = flat.view(u.dtype)
+        np.testing.assert_array_equal(kernels.bincount_block(flat, length), np.bincount(fu.ravel(), minlength=length))
+        np.testing.assert_array_equal(kernels.lookup_block(flat, lut), lut[fu])
+        np.testing.assert_array_equal(kernels.lookup_block(flat, bands), bands[fu])
+    assert kernels.bincount_block(np.zeros((0, 3), dtype), length).sum() == 0
 
 
 @settings(max_examples=300, deadline=None)
