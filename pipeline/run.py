@@ -75,14 +75,15 @@ def check_paths(cfg: RunConfig) -> Path:
 
 
 def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path,
-          legend_of: Callable[[np.ndarray], dict]) -> np.ndarray:
+          legend_of: Callable[[np.ndarray], dict], staged: Callable[[], None] | None = None) -> np.ndarray:
     """The write pass: classify, colour and write tile by tile; returns pixels per class id
-    (from the exact histogram for 8/16-bit data, else counted by the same pass)."""
+    (from the exact histogram for 8/16-bit data, else counted by the same pass). ``staged``:
+    called when the pass has read every pixel but the COG is still to be assembled."""
     classes = classify(scene, fitted)
     bands = BANDS[cfg.output.mode]
     known = counts_from_hist(scene, fitted)
     if cfg.output.resolved_format == "cog":
-        counts = write_cog(classes, scene, palette, cfg.output, final, bands, count=known is None)
+        counts = write_cog(classes, scene, palette, cfg.output, final, bands, count=known is None, staged=staged)
     else:
         colours = colorize(classes, palette, bands) if bands else None
         extra = {"counts": class_counts(classes, fitted.n_classes)} if known is None else {}
@@ -117,7 +118,8 @@ def run(cfg: RunConfig) -> RunResult:
                                         version=__version__, output=str(final))
 
                 with phase("classify+write"):
-                    counts = write(cfg, keep.reader() if keep else scene, fitted, palette, final, legend_of)
+                    counts = write(cfg, keep.reader() if keep else scene, fitted, palette, final, legend_of,
+                                   staged=keep.start_removal if keep else None)
         finally:
             if keep is not None:
                 keep.remove()

@@ -22,6 +22,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from xml.sax.saxutils import escape
 
 import dask
@@ -244,11 +245,12 @@ def assemble(staging: Path, final: Path, out: Output) -> None:
 
 
 def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0,
-              count: bool = True) -> np.ndarray:
+              count: bool = True, staged: Callable[[], None] | None = None) -> np.ndarray:
     """Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG.
 
     Returns the pixel count of every class id (0..255) from the same pass (zeros when
-    ``count`` is false: the caller knows them already).
+    ``count`` is false: the caller knows them already). ``staged`` is called once every pixel
+    is staged, before the assembly (the pass's input is no longer needed then).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     colors = np.ascontiguousarray(palette[:, :bands]) if bands else None
@@ -260,6 +262,8 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
         with raster_errors(str(final)):
             levels = [create_level(p, scene, f, palette, bands or 1, out.blocksize) for p, f in zip(paths, factors)]
         (counts,) = dask.compute(stage(classes, colors, levels, out.blocksize, count))
+        if staged is not None:
+            staged()
         source = vrt_with_overviews(levels, paths[-1]) if len(levels) > 1 else paths[0]
         log.info("assembling the COG (compression on all cores, %d overview levels)", len(levels) - 1)
         client = distributed_client()
