@@ -14,6 +14,7 @@ import glob
 import logging
 import os
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -187,14 +188,23 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
     write_manifest(manifest_path(job.output), data)
 
 
+def _lowest_priority() -> None:
+    """Nice the calling thread to 19 (Linux: a thread id is a process id for setpriority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 def run_job(job: Job, log_errors: bool = True) -> None:
     from .run import run
 
     started = time.time()
     known = job.verdict.input_fp if job.verdict else None
     # the input's checksum is read in a background thread while the passes run (hashlib
-    # releases the GIL), so it costs no wall time on a multi-core machine
-    pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum")
+    # releases the GIL), at the lowest CPU priority: it takes the cycles the passes leave idle
+    # and finishes at full speed after them if it must
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=_lowest_priority)
     pending = None if known else pool.submit(fingerprint, job.config.input)
     pool.shutdown(wait=False)
     try:
