@@ -56,11 +56,18 @@ def _lut_arg(table: np.ndarray):
     return dask.delayed(table, pure=True)
 
 
+def class_lut(scene: Scene, fitted: Fit) -> np.ndarray | None:
+    """The class id of every value of an 8/16-bit scene (None for other dtypes)."""
+    if scene.dtype.name not in kernels.LUT_DTYPES:
+        return None
+    return kernels.value_lut(scene.dtype, fitted.edges, scene.nodata)
+
+
 def classify(scene: Scene, fitted: Fit) -> da.Array:
     """Lazy uint8 class ids (0 = nodata) of the scene, block by block."""
     x = scene.array
-    if scene.dtype.name in kernels.LUT_DTYPES:
-        lut = kernels.value_lut(scene.dtype, fitted.edges, scene.nodata)
+    lut = class_lut(scene, fitted)
+    if lut is not None:
         return x.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     return x.map_blocks(
         kernels.classify_block, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)

@@ -16,7 +16,7 @@ from . import __version__
 from .cluster import scheduler
 from .atomic import partial_path
 from .decoded import DecodedChunks, worth_keeping
-from .classify import Fit, class_counts, classify, colorize, counts_from_hist, fit
+from .classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
 from .errors import ConfigError
 from .io import Scene, is_url, open_scene, raster_errors
@@ -79,12 +79,15 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
     """The write pass: classify, colour and write tile by tile; returns pixels per class id
     (from the exact histogram for 8/16-bit data, else counted by the same pass). ``staged``:
     called when the pass has read every pixel but the COG is still to be assembled."""
-    classes = classify(scene, fitted)
     bands = BANDS[cfg.output.mode]
     known = counts_from_hist(scene, fitted)
     if cfg.output.resolved_format == "cog":
-        counts = write_cog(classes, scene, palette, cfg.output, final, bands, count=known is None, staged=staged)
+        lut = class_lut(scene, fitted)  # 8/16-bit: the write tasks look the values up themselves
+        values = scene.array if lut is not None else classify(scene, fitted)
+        counts = write_cog(values, scene, palette, cfg.output, final, bands, count=known is None,
+                           staged=staged, lut=lut)
     else:
+        classes = classify(scene, fitted)
         colours = colorize(classes, palette, bands) if bands else None
         extra = {"counts": class_counts(classes, fitted.n_classes)} if known is None else {}
         attrs = lambda res: {"sceneclass_legend": legend_of(res.get("counts", known))}  # noqa: E731

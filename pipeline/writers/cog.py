@@ -151,14 +151,15 @@ def decimate(block: np.ndarray, y0: int, x0: int, shape: tuple[int, int], factor
     return origin[0], origin[1], block[index[0], index[1]]
 
 
-def write_chunk(classes: np.ndarray, colors: np.ndarray | None, levels: list[Level], blocksize: int,
+def write_chunk(block: np.ndarray, table: np.ndarray | None, levels: list[Level], blocksize: int,
                 count: bool = True, block_info=None) -> np.ndarray:
-    """Block kernel: colour (optional) a chunk and write it into every staging level (full
-    resolution and each overview's decimation); returns its class counts, shape (1, 1, 256)
-    (zeros when ``count`` is false)."""
+    """Block kernel: look a chunk up in ``table`` (optional: class id -> colour, or 8/16-bit
+    value -> class id or colour) and write the result into every staging level (full resolution
+    and each overview's decimation); returns the counts of the chunk's values (class ids),
+    shape (1, 1, 256) (zeros when ``count`` is false)."""
     (y0, _), (x0, _) = block_info[0]["array-location"]
     shape = levels[0].shape
-    pixels = classes if colors is None else colors[classes]  # (y, x) or (y, x, band)
+    pixels = block if table is None else kernels.lookup_block(block, table)  # (y, x) or (y, x, band)
     for level in levels:
         if level.factor == 1:
             part = (y0, x0, pixels)
@@ -173,7 +174,7 @@ def write_chunk(classes: np.ndarray, colors: np.ndarray | None, levels: list[Lev
             os.close(fd)
     if not count:
         return np.zeros((1, 1, 256), np.int64)
-    return kernels.bincount_block(classes, 256)[None, None, :]
+    return kernels.bincount_block(block, 256)[None, None, :]
 
 
 def tile_aligned(chunks: tuple[tuple[int, ...], ...], blocksize: int) -> bool:
@@ -181,17 +182,16 @@ def tile_aligned(chunks: tuple[tuple[int, ...], ...], blocksize: int) -> bool:
     return all(c % blocksize == 0 for dim in chunks for c in dim[:-1])
 
 
-def stage(classes: da.Array, colors: np.ndarray | None, levels: list[Level], blocksize: int,
+def stage(classes: da.Array, table: np.ndarray | None, levels: list[Level], blocksize: int,
           count: bool = True) -> da.Array:
-    """Lazy: write every chunk into the staging levels; the result is the class counts
-    (zeros when ``count`` is false)."""
+    """Lazy: write every chunk (looked up in ``table``, if any) into the staging levels; the
+    result is the class counts (zeros when ``count`` is false)."""
     if not tile_aligned(classes.chunks, blocksize):
         target = tuple(max(blocksize, round(dim[0] / blocksize) * blocksize) for dim in classes.chunks)
         log.debug("rechunking %s to %s to align with %d-pixel tiles", classes.chunksize, target, blocksize)
         classes = classes.rechunk(target)
-    table = None if colors is None else dask.delayed(colors, pure=True)
     parts = classes.map_blocks(
-        write_chunk, table, dask.delayed(levels, pure=True), blocksize, count,
+        write_chunk, None if table is None else dask.delayed(table, pure=True), dask.delayed(levels, pure=True), blocksize, count,
         new_axis=2, chunks=(1, 1, 256), dtype=np.int64, meta=np.empty((0, 0, 0), np.int64),
     )
     return parts.sum(axis=(0, 1), dtype=np.int64)
@@ -245,15 +245,22 @@ def assemble(staging: Path, final: Path, out: Output) -> None:
 
 
 def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0,
-              count: bool = True, staged: Callable[[], None] | None = None) -> np.ndarray:
+              count: bool = True, staged: Callable[[], None] | None = None,
+              lut: np.ndarray | None = None) -> np.ndarray:
     """Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG.
 
     Returns the pixel count of every class id (0..255) from the same pass (zeros when
     ``count`` is false: the caller knows them already). ``staged`` is called once every pixel
-    is staged, before the assembly (the pass's input is no longer needed then).
+    is staged, before the assembly (the pass's input is no longer needed then). With ``lut``
+    (the class id of every 8/16-bit value), ``classes`` holds the values and the write tasks
+    look them up themselves, colours included, in one gather (``count`` must then be false).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     colors = np.ascontiguousarray(palette[:, :bands]) if bands else None
+    if lut is not None:
+        if count:
+            raise ValueError("write_cog: with a value look-up table the caller counts the classes")
+        colors = lut if colors is None else np.ascontiguousarray(colors[lut])
     # nearest overviews are decimated by the write tasks; GDAL computes mode overviews itself
     own = out.overviews and out.overview_resampling == "nearest"
     factors = [1] + (overview_factors(scene.shape, out.blocksize) if own else [])
