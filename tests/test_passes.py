@@ -330,8 +330,9 @@ def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg
     assert outs["never"][1:] == outs["always"][1:]
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "int16"])
 @pytest.mark.parametrize("store", ["mapped", "pwrite"])
-def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, store):
+def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, store, dtype):
     """Stored chunks come back byte for byte; uniform chunks (fill, a constant) are not written
     but come back from the layout; uneven chunks, odd byte sizes (page-aligned offsets)."""
     import pipeline.decoded
@@ -339,15 +340,16 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
 
     if store == "pwrite":
         monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
+    info = np.iinfo(dtype)
     rng = np.random.default_rng(3)
-    arr = rng.integers(1, 65535, (301, 257)).astype(np.uint16)
-    arr[:100, :100] = 0  # one whole chunk of fill
-    arr[100:200, 100:200] = 65535  # one whole chunk of saturation
-    scene = _mem_scene(arr, 0, ((100, 100, 101), (100, 100, 57)))
+    arr = rng.integers(info.min, info.max, (1601, 1557), endpoint=True).astype(dtype)
+    arr[:800, :800] = 0  # one whole chunk of fill
+    arr[800:, 800:] = info.max  # one whole chunk of saturation
+    scene = _mem_scene(arr, 0, ((800, 801), (800, 757)))
     keep = DecodedChunks(scene, tmp_path / "x.decoded")
     (keep.layout,) = dask.compute(keep.store())
-    assert keep.layout[..., 0].tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 1]]
-    assert keep.layout[1, 1, 1] == 65535
+    assert keep.layout[..., 0].tolist() == [[0, 1], [1, 0]]
+    assert keep.layout[1, 1, 1] == info.max
     np.testing.assert_array_equal(keep.reader().array.compute(), arr)
     keep.remove()
     assert not keep.path.exists()
