@@ -40,8 +40,11 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
     configured scheme. With ``keep``, the same pass stores the decoded chunks, and any later
     pass (extra statistics, the write) reads them instead of decoding the input again."""
     graph = stats_graph(scene, needs_distribution(classes_cfg))
-    if keep is not None:
-        graph["_layout"] = keep.store()
+    if keep is not None:  # 8/16-bit: the store tasks count the histogram too (one task per chunk)
+        parts = keep.store(hist="hist" in graph)
+        graph["_layout"] = parts[..., :2]
+        if "hist" in graph:
+            graph["hist"] = parts[..., 2:].sum(axis=(0, 1), dtype=np.int64)
     (res,) = dask.compute(graph)
     if keep is not None:
         keep.layout = res.pop("_layout")

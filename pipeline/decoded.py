@@ -29,7 +29,9 @@ import dask.array as da
 import numpy as np
 import rasterio
 
+from . import kernels
 from .io import Scene, gdal_path, is_url
+from .stats import block_hist, hist_length
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +59,50 @@ def reserve(fd: int, nbytes: int) -> bool:
     return _fallocate(fd, 0, 0, nbytes)
 
 
-def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool, block_info=None) -> np.ndarray:
+#: bytes copied through the memory map before its pages are dropped from this process
+#: (they stay in the page cache): a chunk in flight maps 1 MiB, not all of its 8 MiB.
+MAP_PIECE = 1 << 20
+
+
+def _copy_mapped(fd: int, offset: int, flat: np.ndarray) -> None:
+    """Copy ``flat`` to ``offset`` of the file through a memory map, piece by piece, unmapping
+    each piece's pages once written (they count as resident while mapped)."""
+    with mmap.mmap(fd, flat.nbytes, offset=offset) as m:
+        dst = np.frombuffer(m, dtype=flat.dtype)
+        step = MAP_PIECE // flat.itemsize
+        for a in range(0, flat.size, step):
+            dst[a:a + step] = flat[a:a + step]
+            start = a * flat.itemsize
+            m.madvise(mmap.MADV_DONTNEED, start, min(MAP_PIECE, flat.nbytes - start))
+        del dst
+
+
+def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool, hist: bool = False,
+                block_info=None) -> np.ndarray:
     """Block kernel: keep a decoded chunk at its offset of the raw file, through a memory map
     (``mapped``: the file's blocks are reserved) or ``pwrite``. A uniform chunk (all fill, say)
-    is not written: returns its layout entry, shape (1, 1, 2): [1, 0] if stored, [0, value] if not."""
+    is not written. Returns its layout entry, [1, 0] if stored, [0, value] if not, followed,
+    with ``hist`` (8/16-bit data), by the chunk's exact histogram (:func:`pipeline.stats.block_hist`):
+    one task per decoded chunk, so no chunk waits in memory for a second consumer. Shape
+    (1, 1, 2 [+ 2**bits]): int64 with ``hist``, else float64 (any dtype's value)."""
     i, j = block_info[0]["chunk-location"]
-    if block.size and block.min() == block.max():
-        return np.array([[[0, block.flat[0]]]], dtype=np.float64)
+    row = np.zeros(2 + (hist_length(block.dtype) if hist else 0), np.int64 if hist else np.float64)
+    if hist:
+        row[2:] = block_hist(block)[0, 0]
+    if kernels.uniform(block):
+        row[1] = block.flat[0]
+        return row[None, None, :]
     offset = int(offsets[i, j])
     fd = os.open(path, os.O_RDWR)
     try:
         if mapped:
-            with mmap.mmap(fd, block.nbytes, offset=offset) as m:
-                np.frombuffer(m, dtype=block.dtype).reshape(block.shape)[...] = block
+            _copy_mapped(fd, offset, np.ascontiguousarray(block).reshape(-1))
         else:
             os.pwrite(fd, np.ascontiguousarray(block).data, offset)
     finally:
         os.close(fd)
-    return np.array([[[1, 0]]], dtype=np.float64)
+    row[0] = 1
+    return row[None, None, :]
 
 
 def read_raw(path: str, offsets: np.ndarray, layout: np.ndarray, dtype: str, block_info=None) -> np.ndarray:
@@ -132,13 +160,16 @@ class DecodedChunks:
         if not self.mapped:
             log.debug("%s: blocks not reserved; decoded chunks are written with pwrite", self.path)
 
-    def store(self) -> da.Array:
+    def store(self, hist: bool = False) -> da.Array:
         """Create the file; lazy: store every decoded chunk (compute it with the statistics pass,
-        which decodes them). The result is the layout :meth:`reader` needs, shape (ny, nx, 2)."""
+        which decodes them). Per chunk: the layout :meth:`reader` needs and, with ``hist``, the
+        chunk's exact histogram (see :func:`store_chunk`): shape (ny, nx, 2 [+ 2**bits])."""
         self.create()
         x = self.scene.array
-        return x.map_blocks(store_chunk, str(self.path), dask.delayed(self.offsets, pure=True), self.mapped,
-                            new_axis=2, chunks=(1, 1, 2), dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+        width = 2 + (hist_length(x.dtype) if hist else 0)
+        dtype = np.int64 if hist else np.float64
+        return x.map_blocks(store_chunk, str(self.path), dask.delayed(self.offsets, pure=True), self.mapped, hist,
+                            new_axis=2, chunks=(1, 1, width), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
 
     def reader(self) -> Scene:
         """The same scene, read from the raw file (once :attr:`layout` holds the computed :meth:`store`)."""

@@ -75,12 +75,20 @@ def valid_values(block: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 # ------------------------------------------------------------ per-block summaries
+def hist_length(dtype: np.dtype) -> int:
+    """Bins of the exact histogram of an 8/16-bit dtype (0 for other dtypes)."""
+    kdt = LUT_DTYPES.get(np.dtype(dtype).name)
+    return 0 if kdt is None else np.iinfo(kdt).max + 1
+
+
+def hist_keys(values: np.ndarray) -> np.ndarray:
+    """The exact histogram's index of 8/16-bit values: their order-preserving key."""
+    return to_key(values) if values.dtype.kind == "i" else values
+
+
 def block_hist(block: np.ndarray) -> np.ndarray:
     """Exact histogram of an 8/16-bit block indexed by order-preserving key, shape (1, 1, K)."""
-    kdt = LUT_DTYPES[block.dtype.name]
-    length = np.iinfo(kdt).max + 1
-    keys = to_key(block.reshape(-1)) if block.dtype.kind == "i" else block
-    return bincount_block(keys, length)[None, None, :]
+    return bincount_block(hist_keys(block.reshape(-1)), hist_length(block.dtype))[None, None, :]
 
 
 def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -308,8 +316,8 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
     """The lazy reductions whose results make :class:`Stats` (nothing is computed here)."""
     x = scene.array
     if scene.dtype.name in LUT_DTYPES:
-        length = np.iinfo(LUT_DTYPES[scene.dtype.name]).max + 1
-        return {"hist": _reduce_blocks(x, block_hist, length, np.int64).sum(axis=(0, 1), dtype=np.int64)}
+        parts = _reduce_blocks(x, block_hist, hist_length(scene.dtype), np.int64)
+        return {"hist": parts.sum(axis=(0, 1), dtype=np.int64)}
     parts = _reduce_blocks(x, block_summary, 3, np.float64, nodata=scene.nodata)
     graph = {
         "count": parts[..., 0].sum(),

@@ -334,9 +334,11 @@ def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg
 @pytest.mark.parametrize("store", ["mapped", "pwrite"])
 def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, store, dtype):
     """Stored chunks come back byte for byte; uniform chunks (fill, a constant) are not written
-    but come back from the layout; uneven chunks, odd byte sizes (page-aligned offsets)."""
+    but come back from the layout; the histogram the store tasks count is numpy's; uneven
+    chunks, odd byte sizes (page-aligned offsets), chunks of several mapped pieces."""
     import pipeline.decoded
     from pipeline.decoded import DecodedChunks
+    from pipeline.stats import hist_keys
 
     if store == "pwrite":
         monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
@@ -347,7 +349,11 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     arr[800:, 800:] = info.max  # one whole chunk of saturation
     scene = _mem_scene(arr, 0, ((800, 801), (800, 757)))
     keep = DecodedChunks(scene, tmp_path / "x.decoded")
-    (keep.layout,) = dask.compute(keep.store())
+    (parts,) = dask.compute(keep.store(hist=True))
+    keep.layout = parts[..., :2]
+    hist = parts[..., 2:].sum(axis=(0, 1))
+    np.testing.assert_array_equal(hist, np.bincount(hist_keys(arr.ravel()), minlength=65536))
+    assert 800 * 800 * 2 > pipeline.decoded.MAP_PIECE
     assert keep.layout[..., 0].tolist() == [[0, 1], [1, 0]]
     assert keep.layout[1, 1, 1] == info.max
     np.testing.assert_array_equal(keep.reader().array.compute(), arr)
