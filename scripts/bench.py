@@ -575,6 +575,9 @@ def clean_outputs(out: Path) -> None:
 
 def run_row_once(row: str, rnd: int, inp: Path, out: Path, timeout: float) -> dict:
     clean_outputs(out)
+    # every row starts with no dirty page cache of its own: the previous row's output (1 GB
+    # and more at 16x) is otherwise written back to disk by the kernel during this row
+    os.sync()
     load = os.getloadavg()[0]
     res = run_measured(row_command(row, inp, out), timeout)
     payload = row_payload(res)
