@@ -5,12 +5,13 @@ the compressed input again (or fetching it again over HTTP).
 The raw file holds each chunk contiguously at a fixed, page-aligned offset, so tasks write and
 read it without locks from any thread, process or cluster worker that sees the output folder
 (no two chunks share a page), and a re-run task writes the same bytes. Where the file's blocks
-can be reserved up front (``fallocate``), the statistics pass decodes each chunk straight into
-its place through a memory map; elsewhere it decodes as usual and writes the chunk with
-``pwrite``. The first saves a copy of the scene and most of the kernel time of writing it
-(``python scripts/bench_decoded.py``); reserving first means a full disk is an error at the
-start, never a SIGBUS in the middle. The file lives in the page cache for scenes that fit in
-RAM and costs no resident memory beyond the chunks in flight; it is removed when the run ends.
+can be reserved up front (``fallocate``), the statistics pass copies each decoded chunk into
+place through a memory map, else it writes it with ``pwrite``: the map costs less kernel time
+on this project's machines (``python scripts/bench_decoded.py``), and reserving first means a
+full disk is an error at the start, never a SIGBUS in the middle. Chunks of a single value (the
+fill around a scene's footprint) are not written; the layout returned with the statistics says
+which. The file lives in the page cache for scenes that fit in RAM and costs no resident
+memory beyond the chunks in flight; it is removed when the run ends.
 """
 
 from __future__ import annotations
@@ -44,19 +45,15 @@ def chunk_offsets(chunks: tuple[tuple[int, ...], tuple[int, ...]], itemsize: int
     return np.concatenate([[0], np.cumsum(sizes.ravel())[:-1]]).reshape(sizes.shape)
 
 
-def _fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
-    """Linux ``fallocate(2)`` (never emulated by writing zeros); False where unsupported."""
+def reserve(fd: int, nbytes: int) -> bool:
+    """Allocate a file's blocks now (Linux ``fallocate(2)``, never emulated by writing zeros as
+    ``posix_fallocate`` may be); False where the system or the file system cannot."""
     try:
         fallocate = ctypes.CDLL(None, use_errno=True).fallocate
     except (OSError, AttributeError):
         return False
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return length == 0 or fallocate(fd, mode, offset, length) == 0
-
-
-def reserve(fd: int, nbytes: int) -> bool:
-    """Allocate a file's blocks now; False where the system or the file system cannot."""
-    return _fallocate(fd, 0, 0, nbytes)
+    return nbytes == 0 or fallocate(fd, 0, 0, nbytes) == 0
 
 
 #: bytes copied through the memory map before its pages are dropped from this process
@@ -89,7 +86,7 @@ def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool,
     row = np.zeros(2 + (hist_length(block.dtype) if hist else 0), np.int64 if hist else np.float64)
     if hist:
         row[2:] = block_hist(block)[0, 0]
-    if kernels.uniform(block):
+    if kernels.uniform(block.view(f"u{block.itemsize}")):  # same bits (floats: -0.0 is not 0.0)
         row[1] = block.flat[0]
         return row[None, None, :]
     offset = int(offsets[i, j])

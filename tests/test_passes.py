@@ -359,3 +359,20 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     np.testing.assert_array_equal(keep.reader().array.compute(), arr)
     keep.remove()
     assert not keep.path.exists()
+
+
+def test_decoded_chunks_keep_signed_zeros(tmp_path):
+    """A float chunk of +0.0 and -0.0 is not uniform (the values compare equal, the bits do not):
+    it is stored and comes back bit for bit."""
+    from pipeline.decoded import DecodedChunks
+
+    arr = np.zeros((64, 48), np.float32)
+    arr[::3, ::5] = -0.0
+    arr[40:, :] = 7.5  # a second chunk row: uniform, not stored
+    scene = _mem_scene(arr, None, ((40, 24), (48,)))
+    keep = DecodedChunks(scene, tmp_path / "x.decoded")
+    (keep.layout,) = dask.compute(keep.store())
+    assert keep.layout[..., 0].tolist() == [[1], [0]]
+    back = keep.reader().array.compute()
+    np.testing.assert_array_equal(back.view(np.uint32), arr.view(np.uint32))
+    keep.remove()
