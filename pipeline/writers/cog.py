@@ -190,8 +190,9 @@ def stage(classes: da.Array, table: np.ndarray | None, levels: list[Level], bloc
         target = tuple(max(blocksize, round(dim[0] / blocksize) * blocksize) for dim in classes.chunks)
         log.debug("rechunking %s to %s to align with %d-pixel tiles", classes.chunksize, target, blocksize)
         classes = classes.rechunk(target)
+    table = None if table is None else dask.delayed(table, pure=True)
     parts = classes.map_blocks(
-        write_chunk, None if table is None else dask.delayed(table, pure=True), dask.delayed(levels, pure=True), blocksize, count,
+        write_chunk, table, dask.delayed(levels, pure=True), blocksize, count,
         new_axis=2, chunks=(1, 1, 256), dtype=np.int64, meta=np.empty((0, 0, 0), np.int64),
     )
     return parts.sum(axis=(0, 1), dtype=np.int64)
@@ -256,11 +257,11 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     look them up themselves, colours included, in one gather (``count`` must then be false).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    colors = np.ascontiguousarray(palette[:, :bands]) if bands else None
-    if lut is not None:
+    table = np.ascontiguousarray(palette[:, :bands]) if bands else None  # class id -> colour
+    if lut is not None:  # value -> class id, or value -> colour
         if count:
             raise ValueError("write_cog: with a value look-up table the caller counts the classes")
-        colors = lut if colors is None else np.ascontiguousarray(colors[lut])
+        table = lut if table is None else np.ascontiguousarray(table[lut])
     # nearest overviews are decimated by the write tasks; GDAL computes mode overviews itself
     own = out.overviews and out.overview_resampling == "nearest"
     factors = [1] + (overview_factors(scene.shape, out.blocksize) if own else [])
@@ -268,7 +269,7 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     try:
         with raster_errors(str(final)):
             levels = [create_level(p, scene, f, palette, bands or 1, out.blocksize) for p, f in zip(paths, factors)]
-        (counts,) = dask.compute(stage(classes, colors, levels, out.blocksize, count))
+        (counts,) = dask.compute(stage(classes, table, levels, out.blocksize, count))
         if staged is not None:
             staged()
         source = vrt_with_overviews(levels, paths[-1]) if len(levels) > 1 else paths[0]
