@@ -42,11 +42,11 @@ def value_lut(dtype: np.dtype, edges: np.ndarray, nodata: float | None = None) -
 
 #: pixels per call in the piecewise kernels below. A whole-chunk ``np.bincount`` or ``np.take``
 #: on uint16 first copies the chunk into a fresh intp array (8 bytes a pixel, page-faulted in);
-#: pieces keep that copy in cache: about 2x faster for the histogram, 1.5x for the look-up
+#: pieces keep that copy in cache: about 2x faster for the histogram, 1.8x for the look-up
 #: (``python scripts/bench_kernels.py``). A bincount piece also zeroes and adds its whole
 #: ``minlength`` output, hence larger pieces there.
 COUNT_PIECE = 1 << 19
-TAKE_PIECE = 1 << 16
+TAKE_PIECE = 1 << 18
 
 
 def uniform(block: np.ndarray) -> bool:
@@ -61,8 +61,11 @@ def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
         return np.broadcast_to(lut[unsigned_view(block.reshape(-1)[:1])], block.shape + lut.shape[1:]).copy()
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
     out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
+    # a table over every bit pattern cannot be indexed out of range: no bounds check, and
+    # np.take writes straight into ``out`` (with mode="raise" it goes through a buffer)
+    mode = "clip" if lut.shape[0] > np.iinfo(flat.dtype).max else "raise"
     for i in range(0, flat.size, TAKE_PIECE):
-        np.take(lut, flat[i:i + TAKE_PIECE], axis=0, out=out[i:i + TAKE_PIECE])
+        np.take(lut, flat[i:i + TAKE_PIECE], axis=0, out=out[i:i + TAKE_PIECE], mode=mode)
     return out.reshape(block.shape + lut.shape[1:])
 
 
