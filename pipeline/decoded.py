@@ -50,7 +50,7 @@ def reserve(fd: int, nbytes: int) -> bool:
     ``posix_fallocate`` may be); False where the system or the file system cannot."""
     try:
         fallocate = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no fallocate (macOS), no CDLL(None) (Windows)
         return False
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     return nbytes == 0 or fallocate(fd, 0, 0, nbytes) == 0
