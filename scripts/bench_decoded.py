@@ -4,12 +4,13 @@
     python scripts/bench_decoded.py SCENE.tif [--rounds 3] [--chunk 2048]
 
 For each way of getting the pixels to the write pass it times, on the threaded scheduler,
-the statistics pass (exact histogram) plus a second pass that only touches every chunk:
+sceneclass's own statistics pass (``pipeline.classify.fit``: exact histogram, 20 equal-interval
+classes) plus a second pass that only touches every chunk:
 
 ``decode twice``  no store: the second pass decodes the input again;
-``pwrite``        the statistics pass decodes, then writes each chunk to the raw file;
-``mapped``        the statistics pass decodes each chunk straight into a memory map of the
-                  raw file (its blocks reserved first), as sceneclass does where it can.
+``pwrite``        the statistics pass also writes each decoded chunk to the raw file;
+``mapped``        the statistics pass copies each decoded chunk into a memory map of the raw
+                  file (its blocks reserved first), as sceneclass does where it can.
 
 Rounds are interleaved; the table gives the median wall time and CPU time (user + system) of
 each, and its ratio to ``decode twice`` within the same round. Generate a scene with
@@ -33,8 +34,9 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline.decoded as decoded  # noqa: E402
+from pipeline.classify import fit  # noqa: E402
+from pipeline.config import EqualInterval  # noqa: E402
 from pipeline.io import open_scene  # noqa: E402
-from pipeline.stats import stats_graph  # noqa: E402
 
 MODES = ("decode twice", "pwrite", "mapped")
 
@@ -51,12 +53,7 @@ def one(mode: str, path: Path, chunk: int, folder: Path) -> tuple[float, float]:
         decoded.reserve = lambda fd, nbytes: False
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     try:
-        graph = stats_graph(scene, False)
-        if keep:
-            graph["layout"] = keep.store()
-        (res,) = dask.compute(graph)
-        if keep:
-            keep.layout = res["layout"]
+        fit(scene, EqualInterval(count=20), keep)
         second = keep.reader() if keep else scene
         dask.compute(second.array.map_blocks(_touch, chunks=(1, 1), dtype=np.int64).sum())
     finally:
