@@ -223,9 +223,13 @@ class Output(_Model):
 class Processing(_Model):
     chunk: int = Field(2048, ge=64, le=32768, description="processing tile edge, in pixels")
     gdal_cache_mb: int = Field(128, ge=8, le=65536)
-    #: keep decoded chunks between the passes (in a raw file beside the output) instead of
-    #: decoding the input twice; auto: when the input is compressed or remote and there is room
+    #: keep decoded chunks between the passes instead of decoding the input twice;
+    #: auto: when the input is compressed or remote (and there is room)
     reuse_decoded: Literal["auto", "always", "never"] = "auto"
+    #: where: memory (an anonymous memory file, Linux; every worker must run on this machine) or
+    #: disk (a raw file beside the output); auto: memory for the local schedulers when the chunks
+    #: take at most a quarter of the available memory, else disk
+    keep_decoded_in: Literal["auto", "memory", "disk"] = "auto"
 
 
 class Dask(_Model):

@@ -13,9 +13,9 @@ import numpy as np
 import rasterio
 
 from . import __version__
-from .cluster import scheduler
+from .cluster import LOCAL_SCHEDULERS, scheduler
 from .atomic import partial_path
-from .decoded import DecodedChunks, worth_keeping
+from .decoded import DecodedChunks, keep_place
 from .classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
 from .errors import ConfigError
@@ -106,9 +106,12 @@ def run(cfg: RunConfig) -> RunResult:
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
                  *scene.shape, scene.dtype, scene.nodata, scene.array.npartitions)
         keep = None
-        if worth_keeping(scene, final.parent, cfg.processing.reuse_decoded):
-            keep = DecodedChunks(scene, partial_path(final, ".decoded"))
-            log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20, final.parent)
+        local = cfg.dask.scheduler in (*LOCAL_SCHEDULERS, "local")
+        place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in, local)
+        if place is not None:
+            keep = DecodedChunks(scene, partial_path(final, ".decoded"), memory=place == "memory")
+            log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20,
+                     "memory" if keep.memory else final.parent)
         try:
             with raster_errors(scene.path):
                 with phase("statistics"):

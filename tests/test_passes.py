@@ -71,6 +71,21 @@ def _assert_tiles_scene(reads: Counter, shape: tuple[int, int]) -> None:
     assert (cover == 1).all(), "the windows read overlap or miss pixels"
 
 
+def _memory_files() -> list[str]:
+    """This process's open memory files holding decoded chunks (memfd names, Linux)."""
+    import os
+
+    if not os.path.isdir("/proc/self/fd"):
+        return []
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return [link for link in links if link.startswith("/memfd:sceneclass-decoded")]
+
+
 def _unfused():
     return dask.config.set({"optimization.fuse.active": False})
 
@@ -174,6 +189,7 @@ def test_run_computes(tmp_path, scene_id, cfg, computes, reuse, decodes, window_
     _assert_tiles_scene(window_reads, scene.shape)
     assert set(window_reads.values()) == {decodes}, "a chunk was decoded more often than expected"
     assert not [p for p in tmp_path.iterdir() if "sceneclass-partial" in p.name], "decoded chunks left behind"
+    assert not _memory_files(), "decoded chunks left open in memory"
 
 
 # ------------------------------------------------------------ dask results equal numpy (real data)
@@ -295,20 +311,23 @@ def test_classify_any_dtype_equals_numpy(case, scheme, n):
         np.testing.assert_array_equal(known, np.bincount(ref.ravel(), minlength=256))
 
 
-@pytest.mark.parametrize("store", ["mapped", "pwrite"])
+@pytest.mark.parametrize("store", ["mapped", "pwrite", "memory"])
 @pytest.mark.parametrize("scene_id,cfg", [("B2-uint16", Q10), ("B10-float32", Q10), ("LE07-float64", EI)],
                          ids=lambda v: getattr(v, "scheme", v))
 def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg, store):
     """Reading the kept decoded chunks gives the same classes and legend as decoding twice,
-    whether the chunks were decoded into a memory map of the file (where its blocks can be
-    reserved) or written with pwrite (where they cannot)."""
+    whether the chunks were kept on disk, copied through a memory map of the file (where its
+    blocks can be reserved) or written with pwrite (where they cannot), or in a memory file."""
     import json
 
     import rasterio
 
     import pipeline.decoded
 
-    if store == "pwrite":
+    if store == "memory":
+        if not hasattr(__import__("os"), "memfd_create"):
+            pytest.skip("no memory files on this system")
+    elif store == "pwrite":
         monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
     else:
         with open(tmp_path / "probe", "wb") as f:
@@ -321,7 +340,8 @@ def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg
         out = tmp_path / reuse / "out.tif"
         run(build_config(
             {"input": str(data_path(name)), "band": band, "nodata": nodata, "classes": cfg.model_dump(),
-             "output": {"path": str(out)}, "processing": {"chunk": chunk, "reuse_decoded": reuse}},
+             "output": {"path": str(out)}, "processing": {
+                 "chunk": chunk, "reuse_decoded": reuse, "keep_decoded_in": "memory" if store == "memory" else "disk"}},
             base_dir=tmp_path, source="test"))
         with rasterio.open(out) as src:
             legend = json.loads(out.with_name("out.legend.json").read_text())
@@ -331,7 +351,7 @@ def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "int16"])
-@pytest.mark.parametrize("store", ["mapped", "pwrite"])
+@pytest.mark.parametrize("store", ["mapped", "pwrite", "memory"])
 def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, store, dtype):
     """Stored chunks come back byte for byte; uniform chunks (fill, a constant) are not written
     but come back from the layout; the histogram the store tasks count is numpy's; uneven
@@ -348,8 +368,13 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     arr[:800, :800] = 0  # one whole chunk of fill
     arr[800:, 800:] = info.max  # one whole chunk of saturation
     scene = _mem_scene(arr, 0, ((800, 801), (800, 757)))
-    keep = DecodedChunks(scene, tmp_path / "x.decoded")
+    if store == "memory" and not hasattr(__import__("os"), "memfd_create"):
+        pytest.skip("no memory files on this system")
+    keep = DecodedChunks(scene, tmp_path / "x.decoded", memory=store == "memory")
     (parts,) = dask.compute(keep.store(hist=True))
+    if store != "mapped":
+        assert not keep.mapped
+    assert len(_memory_files()) == (store == "memory")
     keep.layout = parts[..., :2]
     hist = parts[..., 2:].sum(axis=(0, 1))
     np.testing.assert_array_equal(hist, np.bincount(hist_keys(arr.ravel()), minlength=65536))
@@ -359,6 +384,9 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     np.testing.assert_array_equal(keep.reader().array.compute(), arr)
     keep.remove()
     assert not keep.path.exists()
+    assert not _memory_files()
+    if store == "memory":
+        assert not list(tmp_path.iterdir()), "a memory store wrote to the folder"
 
 
 def test_decoded_chunks_keep_signed_zeros(tmp_path):
@@ -376,3 +404,83 @@ def test_decoded_chunks_keep_signed_zeros(tmp_path):
     back = keep.reader().array.compute()
     np.testing.assert_array_equal(back.view(np.uint32), arr.view(np.uint32))
     keep.remove()
+
+
+# ------------------------------------------------------------- where the decoded chunks are kept
+def test_memory_available_is_a_share_of_this_machine():
+    """The budget's base: positive and at most the machine's memory (None only off Linux)."""
+    import os
+
+    from pipeline.decoded import memory_available
+
+    avail = memory_available()
+    if not os.path.exists("/proc/meminfo"):
+        assert avail is None
+        return
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < avail <= total
+
+
+@pytest.mark.parametrize(
+    "scene_id,reuse,where,local,avail,expected",
+    [("B2-uint16", "auto", "auto", True, 1 << 40, "memory"),  # compressed, fits the budget
+     ("B2-uint16", "auto", "auto", True, 1 << 20, "disk"),  # larger than a quarter of 1 MiB
+     ("B2-uint16", "auto", "auto", False, 1 << 40, "disk"),  # a cluster's workers may be elsewhere
+     ("B2-uint16", "auto", "auto", True, None, "disk"),  # memory unknown
+     ("B2-uint16", "auto", "memory", False, 1 << 20, "memory"),  # asked for
+     ("B2-uint16", "auto", "disk", True, 1 << 40, "disk"),
+     ("B2-uint16", "never", "memory", True, 1 << 40, None),
+     ("B10-float32", "auto", "auto", True, 1 << 40, None),  # uncompressed: decoding twice is cheap
+     ("B10-float32", "always", "auto", True, 1 << 40, "memory")],
+)
+def test_keep_place(tmp_path, monkeypatch, scene_id, reuse, where, local, avail, expected):
+    import os
+
+    import pipeline.decoded
+
+    if not hasattr(os, "memfd_create"):
+        expected = None if expected is None else "disk"
+    monkeypatch.setattr(pipeline.decoded, "memory_available", lambda: avail)
+    scene = _open(scene_id)
+    assert pipeline.decoded.keep_place(scene, tmp_path, reuse, where, local) == expected
+
+
+def test_keep_place_without_memory_files(tmp_path, monkeypatch, caplog):
+    """Where memory files do not exist (macOS, Windows), chunks asked for in memory go to disk
+    with a warning that names the setting."""
+    import os
+
+    import pipeline.decoded
+
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    with caplog.at_level("WARNING", logger="pipeline.decoded"):
+        assert pipeline.decoded.keep_place(_open("B2-uint16"), tmp_path, "auto", "memory", True) == "disk"
+    assert "processing.keep_decoded_in" in caplog.text
+    assert pipeline.decoded.keep_place(_open("B2-uint16"), tmp_path, "auto", "auto", True) == "disk"
+
+
+def test_memory_store_read_by_worker_processes(tmp_path):
+    """dask's process pool (real worker processes) reads and writes the memory file through
+    /proc/<pid>/fd: the same classes and legend as a threaded run that decodes twice."""
+    import json
+    import os
+
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("no memory files on this system")
+    name, band, nodata, chunk = SCENES["B2-uint16"]
+    outs = {}
+    for label, processing, sched in (("threads", {"reuse_decoded": "never"}, "threads"),
+                                     ("processes", {"keep_decoded_in": "memory"}, "processes")):
+        out = tmp_path / label / "out.tif"
+        cfg = build_config(
+            {"input": str(data_path(name)), "band": band, "nodata": nodata, "classes": Q10.model_dump(),
+             "output": {"path": str(out)}, "processing": {"chunk": chunk, **processing},
+             "dask": {"scheduler": sched, "workers": 2}},
+            base_dir=tmp_path, source="test")
+        run(cfg)
+        with rasterio.open(out) as src:
+            legend = json.loads(out.with_name("out.legend.json").read_text())
+            outs[label] = (src.read(1), legend["edges"], [c["count"] for c in legend["classes"]])
+    np.testing.assert_array_equal(outs["threads"][0], outs["processes"][0])
+    assert outs["threads"][1:] == outs["processes"][1:]
+    assert not _memory_files()
