@@ -48,6 +48,9 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
     (res,) = dask.compute(graph)
     if keep is not None:
         keep.layout = res.pop("_layout")
+        log.info("kept %d MiB of decoded chunks in %s (%d of %d chunks hold one value and were not stored)",
+                 keep.kept_bytes() >> 20, "memory" if keep.memory else keep.path,
+                 int((keep.layout[..., 0] == 0).sum()), keep.layout[..., 0].size)
     stats = stats_from_results(keep.reader() if keep is not None else scene, res)
     if stats.count == 0:
         log.warning("%s band %d has no valid pixels: the output is all nodata", scene.path, scene.band)

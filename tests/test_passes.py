@@ -381,6 +381,17 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     assert 800 * 800 * 2 > pipeline.decoded.MAP_PIECE
     assert keep.layout[..., 0].tolist() == [[0, 1], [1, 0]]
     assert keep.layout[1, 1, 1] == info.max
+    assert keep.kept_bytes() == (800 * 757 + 801 * 800) * 2
+    if store == "memory":  # the memory file holds the stored chunks' pages, nothing for uniform ones
+        import mmap
+        import os
+
+        pages = sum(-(-n * 2 // mmap.PAGESIZE) * mmap.PAGESIZE for n in (800 * 757, 801 * 800))
+        fd = os.open(keep.path, os.O_RDONLY)
+        try:
+            assert os.fstat(fd).st_blocks * 512 == pages
+        finally:
+            os.close(fd)
     np.testing.assert_array_equal(keep.reader().array.compute(), arr)
     keep.remove()
     assert not keep.path.exists()
