@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Per-chunk kernel costs, as ratios measured in one run: whole-chunk numpy calls against the
 piecewise forms sceneclass uses (``pipeline.kernels.COUNT_PIECE`` and ``TAKE_PIECE`` pixels
-per call), and overview
-decimation by fancy indexing against strided slicing.
+per call), overview decimation by fancy indexing against strided slicing, and the test for a
+uniform chunk (one value: footprint fill) by whole-chunk min and max against a strided sample
+first (``pipeline.kernels.uniform``; sceneclass asks it three times per chunk).
 
     python scripts/bench_kernels.py [SCENE.tif] [--chunk 2048] [--repeat 15]
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
          lambda: kernels.bincount_block(classes, 256)),
         ("1/2 overview", lambda: classes[np.ix_(np.arange(1, block.shape[0], 2), np.arange(1, block.shape[1], 2))].copy(),
          lambda: decimate(classes, 0, 0, (block.shape[0] + 1, block.shape[1] + 1), 2)[2].copy()),
+        ("uniform chunk?", lambda: block.min() == block.max(), lambda: kernels.uniform(block)),
     ]
     print(f"chunk {block.shape[0]}x{block.shape[1]} {block.dtype}, best of {args.repeat}")
     print(f"{'kernel':18s} {'whole-array ms':>15s} {'sceneclass ms':>14s} {'speed-up':>9s}")

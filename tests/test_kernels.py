@@ -58,3 +58,21 @@ def test_decimate_picks_gdal_nearest_pixels(height, width, factor, data):
     rows = np.minimum(np.arange(oh) * factor + factor // 2, height - 1)
     cols = np.minimum(np.arange(ow) * factor + factor // 2, width - 1)
     np.testing.assert_array_equal(got, full[np.ix_(rows, cols)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 90), st.integers(1, 90), st.integers(-2, 2), st.data())
+def test_uniform_equals_min_max(height, width, offset, data):
+    """The sampled short cut never changes the answer: a block of one value is uniform, and
+    one pixel of another value anywhere (on or off the sampled grid) makes it not; strided
+    views and a band axis too."""
+    block = np.full((height, width), 1000, np.uint16)
+    if offset:
+        y, x = data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))
+        block[y, x] = 1000 + offset
+    assert kernels.uniform(block) == (block.min() == block.max())
+    view = np.repeat(block, 2, axis=1)[:, ::2]  # strided, same pixels
+    assert kernels.uniform(view) == kernels.uniform(block)
+    bands = np.stack([block, block], axis=-1)
+    assert kernels.uniform(bands) == kernels.uniform(block)
+    assert not kernels.uniform(np.zeros((0, 3), np.uint16))
