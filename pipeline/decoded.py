@@ -8,9 +8,11 @@ Where the file lives (``processing.keep_decoded_in``):
   pages are never written back to disk and are freed when the run closes it, or when the
   process exits however it ends (nothing is left in ``/dev/shm``). Other processes on this
   machine (dask's process pool, LocalCluster workers) open it as ``/proc/<pid>/fd/<fd>``.
-  At 16x a whole run takes about 0.9 s less than with the file on disk (7.1 s against 8.0 s,
-  ``python scripts/bench_decoded.py SCENE --runs``): ext4's page cache, block reservation and
-  the writeback of 1.5 GB that is deleted seconds later all cost CPU on the same two cores.
+  At 16x a whole run takes 0.9 to 1.5 s less than with the file on disk (7.1 s against 8.0 s,
+  and 7.6 s against 9.1 s, in two runs of ``python scripts/bench_decoded.py SCENE --runs``):
+  on this project's machines a file's page cache costs more kernel time per GiB than a memory
+  file, and much more when memory has been idle (``python scripts/bench_memory.py``), and the
+  disk file's blocks are reserved and written back although it is deleted seconds later.
   ``auto`` takes it when the scheduler runs on this machine and the chunks take at most
   :data:`MEMORY_SHARE` of the memory still available (the cgroup's limit counts, in containers).
 * **disk**: a file beside the output, for scenes larger than that and for clusters whose
@@ -18,11 +20,11 @@ Where the file lives (``processing.keep_decoded_in``):
 
 The raw file holds each chunk contiguously at a fixed, page-aligned offset, so tasks write and
 read it without locks from any thread, process or cluster worker that sees the output folder
-(no two chunks share a page), and a re-run task writes the same bytes. On disk, where the file's blocks
-can be reserved up front (``fallocate``), the statistics pass copies each decoded chunk into
-place through a memory map, else it writes it with ``pwrite``: the map costs less kernel time
-on this project's machines (``python scripts/bench_decoded.py``), and reserving first means a
-full disk is an error at the start, never a SIGBUS in the middle. Chunks of a single value (the
+(no two chunks share a page), and a re-run task writes the same bytes. On disk, where the
+file's blocks can be reserved up front (``fallocate``), the statistics pass copies each decoded
+chunk into place through a memory map, else it writes it with ``pwrite``: the map costs less
+kernel time on this project's machines (``python scripts/bench_decoded.py``), and reserving
+first means a full disk is an error at the start, never a SIGBUS in the middle. Chunks of a single value (the
 fill around a scene's footprint) are not written; the layout returned with the statistics says
 which. Neither place costs resident memory (RSS) beyond the chunks in flight; the memory file
 holds up to the scene's decoded size in RAM until the run ends, as the disk file's page cache
@@ -141,7 +143,8 @@ def memory_available() -> int | None:
     except (OSError, StopIteration, ValueError):
         return None
     try:  # cgroup v2: the limit of this process's group, if any
-        base = Path("/sys/fs/cgroup") / Path(Path("/proc/self/cgroup").read_text().split("::", 1)[1].strip()).relative_to("/")
+        group = Path("/proc/self/cgroup").read_text().split("::", 1)[1].strip()
+        base = Path("/sys/fs/cgroup") / Path(group).relative_to("/")
         limit = (base / "memory.max").read_text().strip()
         if limit != "max":
             avail = min(avail, int(limit) - int((base / "memory.current").read_text()))
