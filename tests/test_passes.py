@@ -6,6 +6,7 @@ actually read from disk (``pipeline.io.read_window``), with and without low-leve
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 
@@ -73,7 +74,6 @@ def _assert_tiles_scene(reads: Counter, shape: tuple[int, int]) -> None:
 
 def _memory_files() -> list[str]:
     """This process's open memory files holding decoded chunks (memfd names, Linux)."""
-    import os
 
     if not os.path.isdir("/proc/self/fd"):
         return []
@@ -325,7 +325,7 @@ def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg
     import pipeline.decoded
 
     if store == "memory":
-        if not hasattr(__import__("os"), "memfd_create"):
+        if not hasattr(os, "memfd_create"):
             pytest.skip("no memory files on this system")
     elif store == "pwrite":
         monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
@@ -368,7 +368,7 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     arr[:800, :800] = 0  # one whole chunk of fill
     arr[800:, 800:] = info.max  # one whole chunk of saturation
     scene = _mem_scene(arr, 0, ((800, 801), (800, 757)))
-    if store == "memory" and not hasattr(__import__("os"), "memfd_create"):
+    if store == "memory" and not hasattr(os, "memfd_create"):
         pytest.skip("no memory files on this system")
     keep = DecodedChunks(scene, tmp_path / "x.decoded", memory=store == "memory")
     (parts,) = dask.compute(keep.store(hist=True))
@@ -384,7 +384,6 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     assert keep.kept_bytes() == (800 * 757 + 801 * 800) * 2
     if store == "memory":  # the memory file holds the stored chunks' pages, nothing for uniform ones
         import mmap
-        import os
 
         pages = sum(-(-n * 2 // mmap.PAGESIZE) * mmap.PAGESIZE for n in (800 * 757, 801 * 800))
         fd = os.open(keep.path, os.O_RDONLY)
@@ -420,7 +419,6 @@ def test_decoded_chunks_keep_signed_zeros(tmp_path):
 # ------------------------------------------------------------- where the decoded chunks are kept
 def test_memory_available_is_a_share_of_this_machine():
     """The budget's base: positive and at most the machine's memory (None only off Linux)."""
-    import os
 
     from pipeline.decoded import memory_available
 
@@ -445,7 +443,6 @@ def test_memory_available_is_a_share_of_this_machine():
      ("B10-float32", "always", "auto", True, 1 << 40, "memory")],
 )
 def test_keep_place(tmp_path, monkeypatch, scene_id, reuse, where, local, avail, expected):
-    import os
 
     import pipeline.decoded
 
@@ -459,7 +456,6 @@ def test_keep_place(tmp_path, monkeypatch, scene_id, reuse, where, local, avail,
 def test_keep_place_without_memory_files(tmp_path, monkeypatch, caplog):
     """Where memory files do not exist (macOS, Windows), chunks asked for in memory go to disk
     with a warning that names the setting."""
-    import os
 
     import pipeline.decoded
 
@@ -474,7 +470,6 @@ def test_memory_store_read_by_worker_processes(tmp_path):
     """dask's process pool (real worker processes) reads and writes the memory file through
     /proc/<pid>/fd: the same classes and legend as a threaded run that decodes twice."""
     import json
-    import os
 
     if not hasattr(os, "memfd_create"):
         pytest.skip("no memory files on this system")
