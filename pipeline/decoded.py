@@ -54,11 +54,18 @@ from .stats import block_hist, hist_length
 log = logging.getLogger(__name__)
 
 
-def chunk_offsets(chunks: tuple[tuple[int, ...], tuple[int, ...]], itemsize: int, align: int = mmap.PAGESIZE) -> np.ndarray:
+Chunks = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def chunk_sizes(chunks: Chunks, itemsize: int) -> np.ndarray:
+    """Bytes of every chunk, shape (ny, nx)."""
+    return np.outer(chunks[0], chunks[1]).astype(np.int64) * itemsize
+
+
+def chunk_offsets(chunks: Chunks, itemsize: int, align: int = mmap.PAGESIZE) -> np.ndarray:
     """Byte offset of every chunk (C order of chunks, each chunk C-contiguous, starting on a
     multiple of ``align``), shape (ny, nx)."""
-    sizes = np.outer(chunks[0], chunks[1]).astype(np.int64) * itemsize
-    sizes = -(-sizes // align) * align
+    sizes = -(-chunk_sizes(chunks, itemsize) // align) * align
     return np.concatenate([[0], np.cumsum(sizes.ravel())[:-1]]).reshape(sizes.shape)
 
 
@@ -164,11 +171,11 @@ def keep_place(scene: Scene, folder: Path, reuse: str, where: str, local: bool) 
         return None
     raw = scene.dtype.itemsize * scene.shape[0] * scene.shape[1]
     memfd = hasattr(os, "memfd_create")
-    if where == "memory" and not memfd:
+    if where == "memory":
+        if memfd:
+            return "memory"
         log.warning("processing.keep_decoded_in: memory needs Linux (memfd_create); keeping them on disk")
-    if where == "memory" and memfd:
-        return "memory"
-    if where == "auto" and memfd and local:
+    elif where == "auto" and memfd and local:
         avail = memory_available()
         if avail is not None and raw <= MEMORY_SHARE * avail:
             return "memory"
@@ -204,9 +211,9 @@ class DecodedChunks:
 
     def __post_init__(self):
         x = self.scene.array
+        self.sizes = chunk_sizes(x.chunks, x.dtype.itemsize)
         self.offsets = chunk_offsets(x.chunks, x.dtype.itemsize)
-        last = x.chunks[0][-1] * x.chunks[1][-1] * x.dtype.itemsize
-        self.nbytes = int(self.offsets[-1, -1]) + last
+        self.nbytes = int(self.offsets[-1, -1] + self.sizes[-1, -1])
         self.mapped = False
         self.layout: np.ndarray | None = None  # per chunk [stored, value], set by the statistics pass
         self._fd: int | None = None  # the memory file, open until removed
@@ -240,9 +247,7 @@ class DecodedChunks:
 
     def kept_bytes(self) -> int:
         """Bytes of decoded chunks actually stored (uniform chunks are not), once :attr:`layout` is set."""
-        x = self.scene.array
-        sizes = np.outer(x.chunks[0], x.chunks[1]) * x.dtype.itemsize
-        return int(sizes[self.layout[..., 0] != 0].sum())
+        return int(self.sizes[self.layout[..., 0] != 0].sum())
 
     def reader(self) -> Scene:
         """The same scene, read from the raw file (once :attr:`layout` holds the computed :meth:`store`)."""
