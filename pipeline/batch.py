@@ -14,7 +14,6 @@ import glob
 import logging
 import os
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .atomic import sweep
+from .checksum import lowest_priority
 from .config import InputSpec, RunConfig
 from .errors import ConfigError, SceneclassError
 from .io import is_url
@@ -188,14 +188,6 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
     write_manifest(manifest_path(job.output), data)
 
 
-def _lowest_priority() -> None:
-    """Nice the calling thread to 19 (Linux: a thread id is a process id for setpriority)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
-
-
 def run_job(job: Job, log_errors: bool = True) -> None:
     from .run import run
 
@@ -203,8 +195,9 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     known = job.verdict.input_fp if job.verdict else None
     # the input's checksum is read in a background thread while the passes run (hashlib
     # releases the GIL), at the lowest CPU priority: it takes the cycles the passes leave idle
-    # and finishes at full speed after them if it must
-    pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=_lowest_priority)
+    # and finishes at full speed after them if it must (the command starts it even earlier:
+    # pipeline.checksum.start_for_config, and this thread then waits for that result)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=lowest_priority)
     pending = None if known else pool.submit(fingerprint, job.config.input)
     pool.shutdown(wait=False)
     try:

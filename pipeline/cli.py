@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import SceneclassError
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.command == "run" and not args.dry_run:
+        from .checksum import start_for_config
+
+        start_for_config(args.config, args.overrides)  # hashes the input while the libraries import
     try:
         from .config import load_config
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_output, sibling
+from .checksum import checksum
 from .io import is_url
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
 HASHED_KEYS = ("input", "band", "nodata", "classes", "palette", "output")
-_CHUNK = 1 << 20
 
 
 def manifest_path(output: Path) -> Path:
@@ -35,17 +35,6 @@ def config_hash(job) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def file_checksum(path: str) -> str:
-    """SHA-256 of a file: OpenSSL's is hardware-accelerated on current CPUs, about twice as fast
-    as BLAKE2b here (0.55 s against 1.12 s for the 921 MiB 16x scene), and the checksum runs
-    beside the passes on the same cores."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def quick_fingerprint(path: str) -> dict:
     """Size and mtime (cheap); URLs are fingerprinted by their address only."""
     if is_url(path):
@@ -57,7 +46,7 @@ def quick_fingerprint(path: str) -> dict:
 def fingerprint(path: str) -> dict:
     fp = quick_fingerprint(path)
     if "size" in fp:
-        fp["sha256"] = file_checksum(path)
+        fp["sha256"] = checksum(path)
     return fp
 
 
