@@ -127,14 +127,32 @@ def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool,
 
 
 def read_raw(path: str, offsets: np.ndarray, layout: np.ndarray, dtype: str, block_info=None) -> np.ndarray:
-    """Block kernel: a decoded chunk back from the raw file (a uniform one from its layout entry)."""
+    """Block kernel: a decoded chunk back from the raw file (a uniform one from its layout entry),
+    as a read-only view of the file's pages (see :func:`map_chunk`)."""
     info = block_info[None]
     i, j = info["chunk-location"]
     shape = info["chunk-shape"]
     stored, value = layout[i, j]
     if not stored:
         return np.full(shape, value, dtype=dtype)
-    return np.fromfile(path, dtype=dtype, count=shape[0] * shape[1], offset=int(offsets[i, j])).reshape(shape)
+    return map_chunk(path, int(offsets[i, j]), np.dtype(dtype), tuple(shape))
+
+
+def map_chunk(path: str, offset: int, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
+    """A read-only array over ``shape`` pixels at ``offset`` (page-aligned) of the raw file,
+    mapped with its pages populated at once: no copy of the chunk, no fresh memory for it (the
+    pages are the memory file's, or the disk file's page cache). The mapping lives as long as
+    the array, and counts as resident memory only while it does (a chunk or two per thread)."""
+    nbytes = dtype.itemsize * shape[0] * shape[1]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if hasattr(mmap, "MAP_POPULATE"):  # Linux
+            m = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ, offset=offset)
+        else:
+            m = mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ, offset=offset)
+    finally:
+        os.close(fd)
+    return np.frombuffer(m, dtype=dtype).reshape(shape)
 
 
 #: the largest share of the available memory the decoded chunks may take in memory (``auto``)
