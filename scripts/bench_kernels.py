@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Per-chunk kernel costs, as ratios measured in one run: whole-chunk numpy calls against the
 piecewise forms sceneclass uses (``pipeline.kernels.COUNT_PIECE`` and ``TAKE_PIECE`` pixels
-per call), overview decimation by fancy indexing against strided slicing, and the test for a
+per call) and against the compiled uint16 histogram and look-up (``pipeline/_fastkernels.c``,
+where it was built), overview decimation by fancy indexing against strided slicing, and the test for a
 uniform chunk (one value: footprint fill) by whole-chunk min and max against a strided sample
 first (``pipeline.kernels.uniform``; sceneclass asks it three times per chunk).
 
@@ -39,6 +40,17 @@ def best(fn, repeat: int) -> float:
     return min(times)
 
 
+def numpy_only(fn):
+    """``fn`` run with the compiled kernels switched off (numpy's piecewise forms)."""
+    def run():
+        saved, kernels._fastkernels = kernels._fastkernels, None
+        try:
+            return fn()
+        finally:
+            kernels._fastkernels = saved
+    return run
+
+
 def chunk_of(path: Path, size: int) -> np.ndarray:
     with rasterio.open(path) as src:
         y0, x0 = max(0, src.height // 2 - size // 2), max(0, src.width // 2 - size // 2)
@@ -60,17 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         block = chunk_of(scene, args.chunk)
     lut = (np.arange(65536) // 3277 + 1).astype(np.uint8)
     classes = lut[block]
+    hist, look = (lambda: kernels.bincount_block(block, 65536)), (lambda: kernels.lookup_block(block, lut))
     rows = [
-        ("uint16 histogram", lambda: np.bincount(block.ravel(), minlength=65536),
-         lambda: kernels.bincount_block(block, 65536)),
-        ("class look-up", lambda: lut[block], lambda: kernels.lookup_block(block, lut)),
+        ("histogram, numpy", lambda: np.bincount(block.ravel(), minlength=65536), numpy_only(hist)),
+        ("look-up, numpy", lambda: lut[block], numpy_only(look)),
+    ]
+    if kernels.compiled():
+        rows += [("histogram, C", lambda: np.bincount(block.ravel(), minlength=65536), hist),
+                 ("look-up, C", lambda: lut[block], look)]
+    rows += [
         ("class counts", lambda: np.bincount(classes.ravel(), minlength=256),
          lambda: kernels.bincount_block(classes, 256)),
         ("1/2 overview", lambda: classes[np.ix_(np.arange(1, block.shape[0], 2), np.arange(1, block.shape[1], 2))].copy(),
          lambda: decimate(classes, 0, 0, (block.shape[0] + 1, block.shape[1] + 1), 2)[2].copy()),
         ("uniform chunk?", lambda: block.min() == block.max(), lambda: kernels.uniform(block)),
     ]
-    print(f"chunk {block.shape[0]}x{block.shape[1]} {block.dtype}, best of {args.repeat}")
+    print(f"chunk {block.shape[0]}x{block.shape[1]} {block.dtype}, best of {args.repeat}; compiled kernels: "
+          f"{'yes' if kernels.compiled() else 'no (not built)'}")
     print(f"{'kernel':18s} {'whole-array ms':>15s} {'sceneclass ms':>14s} {'speed-up':>9s}")
     for name, plain, ours in rows:
         np.testing.assert_array_equal(plain(), ours())

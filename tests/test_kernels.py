@@ -1,6 +1,7 @@
 """The piecewise block kernels equal their whole-array numpy forms (on blocks larger than one
-piece, with ragged last pieces), and the strided overview decimation equals GDAL's NEAREST
-pick by index arithmetic on any chunk placement."""
+piece, with ragged last pieces), with the compiled uint16 histogram and look-up and without
+them, and the strided overview decimation equals GDAL's NEAREST pick by index arithmetic on
+any chunk placement."""
 
 from __future__ import annotations
 
@@ -13,8 +14,18 @@ from pipeline import kernels
 from pipeline.writers.cog import decimate
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def kernel_path(request, monkeypatch):
+    """Run a test through numpy's kernels, then through the compiled ones (where built)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "_fastkernels", None)
+    elif not kernels.compiled():
+        pytest.skip("pipeline._fastkernels is not built (no C compiler at install)")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
-def test_piecewise_histogram_and_lookup_equal_numpy(dtype):
+def test_piecewise_histogram_and_lookup_equal_numpy(dtype, kernel_path):
     rng = np.random.default_rng(7)
     info = np.iinfo(dtype)
     block = rng.integers(info.min, info.max, (1031, 1117), endpoint=True).astype(dtype)  # 2.2 count pieces
@@ -76,3 +87,43 @@ def test_uniform_equals_min_max(height, width, offset, data):
     bands = np.stack([block, block], axis=-1)
     assert kernels.uniform(bands) == kernels.uniform(block)
     assert not kernels.uniform(np.zeros((0, 3), np.uint16))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 5000), st.integers(0, 65535), st.integers(1, 65536), st.booleans(), st.data())
+def test_compiled_kernels_equal_numpy(n, low, spread, writable, data):
+    """Any length (not only multiples of the four interleaved tables), narrow value ranges
+    (runs of equal values land in every table), read-only input buffers (memory-mapped chunks)."""
+    if not kernels.compiled():
+        pytest.skip("pipeline._fastkernels is not built (no C compiler at install)")
+    from pipeline import _fastkernels
+
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    values = (low + np.random.default_rng(seed).integers(0, spread, n)) % 65536
+    values = values.astype(np.uint16)
+    values.setflags(write=writable)
+    counts = np.full(65536, 3, np.int64)  # hist16 adds to what is there
+    _fastkernels.hist16(values, counts)
+    np.testing.assert_array_equal(counts, np.bincount(values, minlength=65536) + 3)
+    lut = np.random.default_rng(seed + 1).integers(0, 256, 65536).astype(np.uint8)
+    out = np.empty(n, np.uint8)
+    _fastkernels.lut16(values, lut, out)
+    np.testing.assert_array_equal(out, lut[values])
+
+
+def test_compiled_kernels_refuse_wrong_buffers():
+    if not kernels.compiled():
+        pytest.skip("pipeline._fastkernels is not built (no C compiler at install)")
+    from pipeline import _fastkernels
+
+    values = np.arange(10, dtype=np.uint16)
+    with pytest.raises(ValueError, match="counts int64"):
+        _fastkernels.hist16(values, np.zeros(65535, np.int64))
+    with pytest.raises(TypeError):  # a read-only output
+        _fastkernels.hist16(values, np.zeros(65536, np.int64).tobytes())
+    with pytest.raises(ValueError, match="lut uint8"):
+        _fastkernels.lut16(values, np.zeros(256, np.uint8), np.empty(10, np.uint8))
+    with pytest.raises(ValueError, match="out uint8"):
+        _fastkernels.lut16(values, np.zeros(65536, np.uint8), np.empty(9, np.uint8))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        _fastkernels.lut16(values[::2], np.zeros(65536, np.uint8), np.empty(5, np.uint8))
