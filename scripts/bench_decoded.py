@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +46,7 @@ import pipeline.decoded as decoded  # noqa: E402
 from pipeline.classify import fit  # noqa: E402
 from pipeline.config import EqualInterval  # noqa: E402
 from pipeline.io import open_scene  # noqa: E402
+from _timing import timed_process  # noqa: E402
 
 MODES = ("decode twice", "pwrite", "mapped", "memory")
 #: ``--runs``: the settings that make a whole run use each mode
@@ -90,16 +89,12 @@ def whole_run(mode: str, path: Path, chunk: int, folder: Path) -> tuple[float, f
                                    "output": {"path": str(out / "out.tif")}, "processing": {"chunk": chunk}}))
         argv = [shutil.which("sceneclass") or "sceneclass", "run", str(cfg), "--no-progress", "--quiet"]
         argv += [a for setting in RUN_SETTINGS[mode] for a in ("--set", setting)]
-        os.sync()  # no mode pays for writing back the previous one's output
-        t0 = time.perf_counter()
-        pid = subprocess.Popen(argv).pid
-        _, status, ru = os.wait4(pid, 0)
-        wall = time.perf_counter() - t0
+        wall, cpu, status = timed_process(argv, quiet=False)
     finally:
         shutil.rmtree(out)
     if status:
         raise SystemExit(f"sceneclass run ({mode}) failed with status {status}")
-    return wall, ru.ru_utime + ru.ru_stime
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
