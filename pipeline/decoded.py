@@ -9,7 +9,8 @@ Where the file lives (``processing.keep_decoded_in``):
   process exits however it ends (nothing is left in ``/dev/shm``). Other processes on this
   machine (dask's process pool, LocalCluster workers) open it as ``/proc/<pid>/fd/<fd>``.
   At 16x a whole run takes 0.9 to 1.5 s less than with the file on disk (7.1 s against 8.0 s,
-  and 7.6 s against 9.1 s, in two runs of ``python scripts/bench_decoded.py SCENE --runs``):
+  7.6 s against 9.1 s, and on commit d7eb1c0 6.2 s against 7.1 s, in three runs of
+  ``python scripts/bench_decoded.py SCENE --runs``):
   on this project's machines a file's page cache costs more kernel time per GiB than a memory
   file, and much more when memory has been idle (``python scripts/bench_memory.py``), and the
   disk file's blocks are reserved and written back although it is deleted seconds later.
