@@ -83,7 +83,7 @@ def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
     out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
     if _fastkernels is not None and flat.dtype == np.uint16 and lut.shape == (65536,) and lut.dtype == np.uint8:
-        _fastkernels.lut16(flat, np.ascontiguousarray(lut), out)  # about 2.4x numpy's pieces below
+        _fastkernels.lut16(flat, np.ascontiguousarray(lut), out)  # 2.5x the pieces below (bench_kernels.py)
         return out.reshape(block.shape)
     # a table over every bit pattern cannot be indexed out of range: no bounds check, and
     # np.take writes straight into ``out`` (with mode="raise" it goes through a buffer)
@@ -119,7 +119,7 @@ def bincount_block(block: np.ndarray, length: int) -> np.ndarray:
         return counts
     if _fastkernels is not None and flat.dtype == np.uint16 and length == 65536:
         counts = np.zeros(length, np.int64)
-        _fastkernels.hist16(flat, counts)  # about 2.8x numpy's pieces below
+        _fastkernels.hist16(flat, counts)  # 3.1x the pieces below (bench_kernels.py)
         return counts
     counts = np.bincount(flat[:COUNT_PIECE], minlength=length)
     for i in range(COUNT_PIECE, flat.size, COUNT_PIECE):
