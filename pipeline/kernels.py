@@ -77,9 +77,11 @@ def compiled() -> bool:
 
 
 def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis."""
+    """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis.
+    A uniform block (the fill around a footprint) gives a read-only broadcast of its one entry."""
     if uniform(block):
-        return np.broadcast_to(lut[unsigned_view(block.reshape(-1)[:1])], block.shape + lut.shape[1:]).copy()
+        first = unsigned_view(np.ascontiguousarray(block[tuple(slice(0, 1) for _ in block.shape)]).reshape(1))
+        return np.broadcast_to(lut[first], block.shape + lut.shape[1:])  # read-only: no memory for fill
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
     out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
     if _fastkernels is not None and flat.dtype == np.uint16 and lut.shape == (65536,) and lut.dtype == np.uint8:

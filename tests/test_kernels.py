@@ -45,6 +45,10 @@ def test_piecewise_histogram_and_lookup_equal_numpy(dtype, kernel_path):
         np.testing.assert_array_equal(kernels.bincount_block(flat, length), np.bincount(fu.ravel(), minlength=length))
         np.testing.assert_array_equal(kernels.lookup_block(flat, lut), lut[fu])
         np.testing.assert_array_equal(kernels.lookup_block(flat, bands), bands[fu])
+        # fill costs no memory: a broadcast view, also of a broadcast (not stored) chunk
+        view = np.broadcast_to(np.full((), value, dtype), (37, 41))
+        assert kernels.lookup_block(view, lut).strides == (0, 0)
+        np.testing.assert_array_equal(kernels.lookup_block(view, bands), bands[fu])
     assert kernels.bincount_block(np.zeros((0, 3), dtype), length).sum() == 0
 
 
