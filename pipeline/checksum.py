@@ -8,7 +8,8 @@ numpy, dask and rasterio are imported: that takes about 0.5 s on one core, and t
 hashes meanwhile (at 16x the checksum is done about 0.4 s after the imports).
 ``python scripts/bench_checksum.py`` measures what that saves.
 
-Standard library only: this module is imported before everything else.
+Standard library only at import (PyYAML is loaded when a config is read): this module is
+imported before everything else.
 """
 
 from __future__ import annotations

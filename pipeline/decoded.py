@@ -25,11 +25,11 @@ read it without locks from any thread, process or cluster worker that sees the o
 file's blocks can be reserved up front (``fallocate``), the statistics pass copies each decoded
 chunk into place through a memory map, else it writes it with ``pwrite``: the map costs less
 kernel time on this project's machines (``python scripts/bench_decoded.py``), and reserving
-first means a full disk is an error at the start, never a SIGBUS in the middle. Chunks of a single value (the
-fill around a scene's footprint) are not written; the layout returned with the statistics says
-which. Neither place costs resident memory (RSS) beyond the chunks in flight; the memory file
-holds up to the scene's decoded size in RAM until the run ends, as the disk file's page cache
-does (but that can be evicted).
+first means a full disk is an error at the start, never a SIGBUS in the middle. Chunks of a
+single value (the fill around a scene's footprint) are not written; the layout returned with
+the statistics says which. Neither place costs resident memory (RSS) beyond the chunks in
+flight; the memory file holds up to the scene's decoded size in RAM until the run ends, as the
+disk file's page cache does (but that can be evicted).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis.
     A uniform block (the fill around a footprint) gives a read-only broadcast of its one entry."""
     if uniform(block):
-        first = unsigned_view(np.ascontiguousarray(block[tuple(slice(0, 1) for _ in block.shape)]).reshape(1))
+        first = unsigned_view(block[(slice(0, 1),) * block.ndim].reshape(1))  # one pixel, never a copy of the block
         return np.broadcast_to(lut[first], block.shape + lut.shape[1:])  # read-only: no memory for fill
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
     out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
