@@ -41,10 +41,9 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
     pass (extra statistics, the write) reads them instead of decoding the input again."""
     graph = stats_graph(scene, needs_distribution(classes_cfg))
     if keep is not None:  # 8/16-bit: the store tasks count the histogram too (one task per chunk)
-        parts = keep.store(hist="hist" in graph)
-        graph["_layout"] = parts[..., :2]
+        graph["_layout"] = keep.store(hist="hist" in graph)
         if "hist" in graph:
-            graph["hist"] = parts[..., 2:].sum(axis=(0, 1), dtype=np.int64)
+            graph["hist"] = keep.histogram(graph["_layout"])
     (res,) = dask.compute(graph)
     if keep is not None:
         keep.layout = res.pop("_layout")

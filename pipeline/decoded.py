@@ -99,32 +99,69 @@ def _copy_mapped(fd: int, offset: int, flat: np.ndarray) -> None:
         del dst
 
 
-def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool, hist: bool = False,
+def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool, hist: tuple[int, int] | None = None,
                 block_info=None) -> np.ndarray:
     """Block kernel: keep a decoded chunk at its offset of the raw file, through a memory map
     (``mapped``: the file's blocks are reserved) or ``pwrite``. A uniform chunk (all fill, say)
-    is not written. Returns its layout entry, [1, 0] if stored, [0, value] if not, followed,
-    with ``hist`` (8/16-bit data), by the chunk's exact histogram (:func:`pipeline.stats.block_hist`):
-    one task per decoded chunk, so no chunk waits in memory for a second consumer. Shape
-    (1, 1, 2 [+ 2**bits]): int64 with ``hist``, else float64 (any dtype's value)."""
+    is not written. With ``hist`` ((offset, bins) of the file's histogram section, 8/16-bit
+    data), the chunk's exact histogram (:func:`pipeline.stats.block_hist`) is written too, as
+    uint32 counts in the chunk's slot there (:func:`sum_histograms` adds them up): one task
+    per decoded chunk, so no chunk waits in memory for a second consumer. Returns the chunk's
+    layout entry, [1, 0] if stored, [0, value] if not, shape (1, 1, 2), float64 (any dtype's value)."""
     i, j = block_info[0]["chunk-location"]
-    row = np.zeros(2 + (hist_length(block.dtype) if hist else 0), np.int64 if hist else np.float64)
-    if hist:
-        row[2:] = block_hist(block)[0, 0]
-    if kernels.uniform(block.view(f"u{block.itemsize}")):  # same bits (floats: -0.0 is not 0.0)
-        row[1] = block.flat[0]
-        return row[None, None, :]
-    offset = int(offsets[i, j])
+    row = np.zeros((1, 1, 2), np.float64)
     fd = os.open(path, os.O_RDWR)
     try:
+        if hist is not None:
+            start, bins = hist
+            counts = block_hist(block)[0, 0].astype(np.uint32)  # a chunk holds fewer than 2**32 pixels
+            os.pwrite(fd, counts.data, start + (i * offsets.shape[1] + j) * bins * 4)
+            del counts
+        if kernels.uniform(block.view(f"u{block.itemsize}")):  # same bits (floats: -0.0 is not 0.0)
+            row[0, 0, 1] = block.flat[0]
+            return row
+        offset = int(offsets[i, j])
         if mapped:
             _copy_mapped(fd, offset, np.ascontiguousarray(block).reshape(-1))
         else:
             os.pwrite(fd, np.ascontiguousarray(block).data, offset)
     finally:
         os.close(fd)
-    row[0] = 1
-    return row[None, None, :]
+    row[0, 0, 0] = 1
+    return row
+
+
+#: histogram slots summed per read by :func:`sum_histograms` (16 x 256 KiB for uint16 data)
+SUM_SLOTS = 16
+
+
+def sum_histograms(path: str, start: int, bins: int, slots: int, layout: np.ndarray | None = None) -> np.ndarray:
+    """Task: the scene's exact histogram, int64, from the per-chunk uint32 counts the store
+    tasks wrote at ``start`` of the raw file, read :data:`SUM_SLOTS` slots at a time. (``layout``
+    is only there to run this after every store task.)"""
+    total = np.zeros(bins, np.int64)
+    slot = bins * 4
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for k in range(0, slots, SUM_SLOTS):
+            n = min(SUM_SLOTS, slots - k)
+            buf = _pread_exact(fd, n * slot, start + k * slot)
+            total += np.frombuffer(buf, np.uint32).reshape(n, bins).sum(axis=0, dtype=np.int64)
+    finally:
+        os.close(fd)
+    return total
+
+
+def _pread_exact(fd: int, nbytes: int, offset: int) -> bytearray:
+    buf = bytearray(nbytes)
+    view = memoryview(buf)
+    done = 0
+    while done < nbytes:
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            raise OSError(f"short read of the decoded chunks' histograms at byte {offset + done}")
+        done += n
+    return buf
 
 
 def read_raw(path: str, offsets: np.ndarray, layout: np.ndarray, dtype: str, block_info=None) -> np.ndarray:
@@ -234,7 +271,11 @@ class DecodedChunks:
         x = self.scene.array
         self.sizes = chunk_sizes(x.chunks, x.dtype.itemsize)
         self.offsets = chunk_offsets(x.chunks, x.dtype.itemsize)
-        self.nbytes = int(self.offsets[-1, -1] + self.sizes[-1, -1])
+        end = int(self.offsets[-1, -1] + self.sizes[-1, -1])
+        # 8/16-bit data: a section after the chunks for their histograms (uint32, one slot each)
+        self.hist_start = -(-end // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.hist_bins = hist_length(x.dtype)
+        self.nbytes = self.hist_start + self.sizes.size * self.hist_bins * 4 if self.hist_bins else end
         self.mapped = False
         self.layout: np.ndarray | None = None  # per chunk [stored, value], set by the statistics pass
         self._fd: int | None = None  # the memory file, open until removed
@@ -257,14 +298,26 @@ class DecodedChunks:
 
     def store(self, hist: bool = False) -> da.Array:
         """Create the file; lazy: store every decoded chunk (compute it with the statistics pass,
-        which decodes them). Per chunk: the layout :meth:`reader` needs and, with ``hist``, the
-        chunk's exact histogram (see :func:`store_chunk`): shape (ny, nx, 2 [+ 2**bits])."""
+        which decodes them) and, with ``hist`` (8/16-bit data), its histogram. The result is the
+        layout :meth:`reader` needs, shape (ny, nx, 2) (see :func:`store_chunk`)."""
+        if hist and not self.hist_bins:
+            raise ValueError(f"{self.scene.dtype} data has no exact histogram")
         self.create()
         x = self.scene.array
-        width = 2 + (hist_length(x.dtype) if hist else 0)
-        dtype = np.int64 if hist else np.float64
-        return x.map_blocks(store_chunk, str(self.path), dask.delayed(self.offsets, pure=True), self.mapped, hist,
-                            new_axis=2, chunks=(1, 1, width), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+        section = (self.hist_start, self.hist_bins) if hist else None
+        return x.map_blocks(store_chunk, str(self.path), dask.delayed(self.offsets, pure=True), self.mapped, section,
+                            new_axis=2, chunks=(1, 1, 2), dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+
+    def histogram(self, layout: da.Array) -> da.Array:
+        """Lazy: the scene's exact histogram (int64, by key), summed from the slots the store
+        tasks of ``layout`` (:meth:`store` with ``hist``) wrote: one task reading them in a few
+        4 MiB pieces, so the memory the sum takes does not grow with the number of chunks (as
+        a tree of whole-histogram rows does: about 15 MiB more peak RSS at 16x than at 1x)."""
+        return da.blockwise(  # one task over the whole layout (an array op, so the store tasks are shared)
+            sum_histograms, "k", str(self.path), None, self.hist_start, None, self.hist_bins, None,
+            self.sizes.size, None, layout, "ijl", concatenate=True, new_axes={"k": self.hist_bins},
+            dtype=np.int64, meta=np.empty((0,), np.int64),
+        )
 
     def kept_bytes(self) -> int:
         """Bytes of decoded chunks actually stored (uniform chunks are not), once :attr:`layout` is set."""
