@@ -48,8 +48,9 @@ import dask.array as da
 import numpy as np
 import rasterio
 
-from . import kernels
-from .io import Scene, gdal_path, is_url
+from . import io, kernels
+from .io import Scene, file_backed, gdal_path, is_url
+from .scratch import scratch
 from .stats import block_hist, hist_length
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,26 @@ def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool,
     per decoded chunk, so no chunk waits in memory for a second consumer. Returns the chunk's
     layout entry, [1, 0] if stored, [0, value] if not, shape (1, 1, 2), float64 (any dtype's value)."""
     i, j = block_info[0]["chunk-location"]
+    return _store(block, i, j, path, offsets, mapped, hist)
+
+
+def decode_chunk(src: str, band: int, dtype: str, bounds: tuple[np.ndarray, np.ndarray], path: str,
+                 offsets: np.ndarray, mapped: bool, hist: tuple[int, int] | None = None,
+                 block_info=None) -> np.ndarray:
+    """Block kernel over the layout (one (1, 1, 2) block per chunk): read the chunk of ``band``
+    of ``src`` (``bounds``: the chunks' pixel edges along y and x) into this thread's scratch
+    buffer and keep it as :func:`store_chunk` does. The input array's own read would allocate
+    a chunk per task; the scratch buffer is reused (see :mod:`pipeline.scratch`)."""
+    i, j, _ = block_info[None]["chunk-location"]
+    ys, xs = bounds
+    window = [(int(ys[i]), int(ys[i + 1])), (int(xs[j]), int(xs[j + 1]))]
+    block = scratch("decoded", (window[0][1] - window[0][0], window[1][1] - window[1][0]), dtype)
+    io.read_window(src, band, block_info={None: {"array-location": window}}, out=block)
+    return _store(block, i, j, path, offsets, mapped, hist)
+
+
+def _store(block: np.ndarray, i: int, j: int, path: str, offsets: np.ndarray, mapped: bool,
+           hist: tuple[int, int] | None) -> np.ndarray:
     row = np.zeros((1, 1, 2), np.float64)
     fd = os.open(path, os.O_RDWR)
     try:
@@ -299,14 +320,26 @@ class DecodedChunks:
     def store(self, hist: bool = False) -> da.Array:
         """Create the file; lazy: store every decoded chunk (compute it with the statistics pass,
         which decodes them) and, with ``hist`` (8/16-bit data), its histogram. The result is the
-        layout :meth:`reader` needs, shape (ny, nx, 2) (see :func:`store_chunk`)."""
+        layout :meth:`reader` needs, shape (ny, nx, 2) (see :func:`store_chunk`). With ``hist``,
+        the chunks of a scene read from a file are read by the store tasks themselves
+        (:func:`decode_chunk`): nothing else in the pass may read the scene's array then."""
         if hist and not self.hist_bins:
             raise ValueError(f"{self.scene.dtype} data has no exact histogram")
         self.create()
         x = self.scene.array
         section = (self.hist_start, self.hist_bins) if hist else None
-        return x.map_blocks(store_chunk, str(self.path), dask.delayed(self.offsets, pure=True), self.mapped, section,
-                            new_axis=2, chunks=(1, 1, 2), dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+        args = (str(self.path), dask.delayed(self.offsets, pure=True), self.mapped, section)
+        meta = np.empty((0, 0, 0), np.float64)
+        if not (hist and file_backed(self.scene)):  # store the chunks the scene's array computes
+            return x.map_blocks(store_chunk, *args, new_axis=2, chunks=(1, 1, 2), dtype=np.float64, meta=meta)
+        # with ``hist`` the store tasks are the pass's only readers (its statistics all come from
+        # the histogram), so they read the file themselves, into a reused buffer
+        bounds = tuple(np.cumsum((0,) + c) for c in x.chunks)
+        return da.map_blocks(
+            decode_chunk, gdal_path(self.scene.path), self.scene.band, x.dtype.str, bounds, *args,
+            chunks=tuple((1,) * len(c) for c in x.chunks) + ((2,),), dtype=np.float64, meta=meta,
+            name=f"decode-store-{dask.base.tokenize(x.name, str(self.path), section)}",
+        )
 
     def histogram(self, layout: da.Array) -> da.Array:
         """Lazy: the scene's exact histogram (int64, by key), summed from the slots the store

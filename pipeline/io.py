@@ -73,6 +73,10 @@ class Scene:
         return arr.rio.write_transform(self.transform)
 
 
+#: name prefix of the dask arrays :func:`open_scene` reads (see :func:`file_backed`)
+READ_PREFIX = "read-"
+
+
 def is_url(path: str) -> bool:
     return "://" in path or path.startswith("/vsi")
 
@@ -121,11 +125,17 @@ def raster_errors(path: str) -> Iterator[None]:
         raise InputError(f"{path}: {msg}") from None
 
 
-def read_window(path: str, band: int, block_info=None) -> np.ndarray:
-    """Block kernel: one chunk of ``band``, read with its own file handle."""
+def read_window(path: str, band: int, block_info=None, out: np.ndarray | None = None) -> np.ndarray:
+    """Block kernel: one chunk of ``band``, read with its own file handle (into ``out`` if given)."""
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
     with rasterio.open(path) as src:
-        return src.read(band, window=Window(x0, y0, x1 - x0, y1 - y0))
+        return src.read(band, window=Window(x0, y0, x1 - x0, y1 - y0), out=out)
+
+
+def file_backed(scene: Scene) -> bool:
+    """True when ``scene.array`` is :func:`open_scene`'s own windowed reader (so a task may read
+    a chunk itself, with :func:`read_window`, instead of receiving it)."""
+    return scene.array.name.startswith(READ_PREFIX)
 
 
 def chunk_tuple(size: int, chunk: int) -> tuple[int, ...]:
@@ -156,7 +166,7 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
     token = dask.base.tokenize(src_path, band, cy, cx, os.stat(path).st_mtime_ns if not is_url(path) else 0)
     array = da.map_blocks(
         read_window, src_path, band, chunks=(chunk_tuple(height, cy), chunk_tuple(width, cx)),
-        dtype=dtype, meta=np.empty((0, 0), dtype), name=f"read-{token}",
+        dtype=dtype, meta=np.empty((0, 0), dtype), name=f"{READ_PREFIX}{token}",
     )
     return Scene(
         path=path, band=band, array=array,

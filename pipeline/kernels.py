@@ -76,14 +76,20 @@ def compiled() -> bool:
     return _fastkernels is not None
 
 
-def lookup_block(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
+def lookup_block(block: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``lut[value]`` for every pixel of an 8/16-bit block; ``lut`` may carry a trailing band axis.
-    A uniform block (the fill around a footprint) gives a read-only broadcast of its one entry."""
+    The result goes to ``out`` (C-contiguous, ``block.shape + lut.shape[1:]``, ``lut.dtype``) when
+    given. A uniform block (the fill around a footprint) gives a read-only broadcast of its one
+    entry instead, whatever ``out``."""
     if uniform(block):
         first = unsigned_view(block[(slice(0, 1),) * block.ndim].reshape(1))  # one pixel, never a copy of the block
         return np.broadcast_to(lut[first], block.shape + lut.shape[1:])  # read-only: no memory for fill
     flat = unsigned_view(np.ascontiguousarray(block)).reshape(-1)
-    out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
+    if out is None:
+        out = np.empty(flat.shape + lut.shape[1:], lut.dtype)
+    elif out.shape != block.shape + lut.shape[1:] or out.dtype != lut.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"lookup_block: out must be C-contiguous {lut.dtype} of shape {block.shape + lut.shape[1:]}")
+    out = out.reshape(flat.shape + lut.shape[1:])
     if _fastkernels is not None and flat.dtype == np.uint16 and lut.shape == (65536,) and lut.dtype == np.uint8:
         _fastkernels.lut16(flat, np.ascontiguousarray(lut), out)  # 2.5x the pieces below (bench_kernels.py)
         return out.reshape(block.shape)

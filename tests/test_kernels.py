@@ -52,6 +52,49 @@ def test_piecewise_histogram_and_lookup_equal_numpy(dtype, kernel_path):
     assert kernels.bincount_block(np.zeros((0, 3), dtype), length).sum() == 0
 
 
+@pytest.mark.parametrize("bands", [0, 3])
+def test_lookup_into_a_given_buffer(kernel_path, bands):
+    """``out`` receives the look-up (the same values as a fresh array); a wrong buffer is
+    refused; a uniform block still gives its broadcast view and leaves ``out`` alone."""
+    rng = np.random.default_rng(11)
+    block = rng.integers(0, 65535, (517, 263), endpoint=True).astype(np.uint16)
+    lut = rng.integers(0, 255, (65536, bands) if bands else 65536).astype(np.uint8)
+    out = np.full(block.shape + lut.shape[1:], 7, np.uint8)
+    got = kernels.lookup_block(block, lut, out=out)
+    assert np.shares_memory(got, out)
+    np.testing.assert_array_equal(out, lut[block])
+    for bad in (out[:-1], out.astype(np.int16), np.asfortranarray(out)):
+        with pytest.raises(ValueError, match="out must be"):
+            kernels.lookup_block(block, lut, out=bad)
+    out[...] = 7
+    flat = np.full(block.shape, 5, np.uint16)
+    assert kernels.lookup_block(flat, lut, out=out).strides[:2] == (0, 0)
+    assert (out == 7).all()
+
+
+def test_scratch_buffers_are_per_thread_and_reused():
+    """Same thread and name: the same memory (grown when a larger array is asked for);
+    another name or another thread: other memory."""
+    import threading
+
+    from pipeline.scratch import scratch
+
+    a = scratch("t", (100, 30), np.uint16)
+    assert a.shape == (100, 30) and a.dtype == np.uint16 and a.flags.c_contiguous
+    b = scratch("t", (20, 7), np.uint8)
+    assert np.shares_memory(a, b) and b.ctypes.data == a.ctypes.data
+    assert not np.shares_memory(a, scratch("u", (100, 30), np.uint16))
+    big = scratch("t", (300, 30), np.uint16)
+    assert big.shape == (300, 30) and not np.shares_memory(a, big)
+    assert scratch("t", (100, 30), np.uint16).ctypes.data == big.ctypes.data
+    other = []
+    thread = threading.Thread(target=lambda: other.append(scratch("t", (100, 30), np.uint16)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], big)
+    assert scratch("t", (0, 4), np.float64).size == 0
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 300), st.integers(1, 300), st.sampled_from([2, 4, 8, 16]), st.data())
 def test_decimate_picks_gdal_nearest_pixels(height, width, factor, data):

@@ -53,8 +53,8 @@ def window_reads(monkeypatch):
     lock = threading.Lock()
     orig = pipeline.io.read_window
 
-    def counting(path, band, block_info=None):
-        out = orig(path, band, block_info=block_info)
+    def counting(path, band, block_info=None, out=None):
+        out = orig(path, band, block_info=block_info, out=out)
         window = tuple(tuple(r) for r in block_info[None]["array-location"])
         with lock:
             seen[window] += 1
@@ -399,6 +399,33 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     assert not _memory_files()
     if store == "memory":
         assert not list(tmp_path.iterdir()), "a memory store wrote to the folder"
+
+
+@pytest.mark.parametrize("store", ["mapped", "memory"])
+def test_store_tasks_read_a_file_scene_themselves(tmp_path, store, window_reads):
+    """A scene read from a file, 8/16-bit: the store tasks read each chunk once themselves (into
+    a reused buffer); the kept chunks and the summed histogram equal the file's pixels, on
+    chunks that do not divide the scene."""
+    from pipeline.decoded import DecodedChunks
+    from pipeline.io import file_backed
+
+    if store == "memory" and not hasattr(os, "memfd_create"):
+        pytest.skip("no memory files on this system")
+    name, band, nodata, chunk = SCENES["B2-uint16"]
+    scene = _open("B2-uint16")
+    assert file_backed(scene) and any(c[-1] != c[0] for c in scene.array.chunks)
+    keep = DecodedChunks(scene, tmp_path / "x.decoded", memory=store == "memory")
+    layout = keep.store(hist=True)
+    with ComputeCounter() as c:
+        keep.layout, hist = dask.compute(layout, keep.histogram(layout))
+    assert c.computes == 1
+    _assert_tiles_scene(window_reads, scene.shape)
+    assert set(window_reads.values()) == {1}
+    with rasterio.open(data_path(name)) as src:
+        arr = src.read(band)
+    np.testing.assert_array_equal(hist, np.bincount(arr.ravel(), minlength=65536))
+    np.testing.assert_array_equal(keep.reader().array.compute(), arr)
+    keep.remove()
 
 
 def test_decoded_chunks_keep_signed_zeros(tmp_path):

@@ -37,6 +37,7 @@ from .. import kernels
 from ..atomic import atomic_output, partial_path, remove
 from ..config import Output
 from ..io import raster_errors
+from ..scratch import scratch
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,10 @@ def write_chunk(block: np.ndarray, table: np.ndarray | None, levels: list[Level]
     shape (1, 1, 256) (zeros when ``count`` is false)."""
     (y0, _), (x0, _) = block_info[0]["array-location"]
     shape = levels[0].shape
-    pixels = block if table is None else kernels.lookup_block(block, table)  # (y, x) or (y, x, band)
+    if table is None:
+        pixels = block
+    else:  # (y, x) or (y, x, band), into this thread's buffer: the pixels do not leave this task
+        pixels = kernels.lookup_block(block, table, out=scratch("lookup", block.shape + table.shape[1:], table.dtype))
     for level in levels:
         if level.factor == 1:
             part = (y0, x0, pixels)
