@@ -27,9 +27,12 @@ chunk into place through a memory map, else it writes it with ``pwrite``: the ma
 kernel time on this project's machines (``python scripts/bench_decoded.py``), and reserving
 first means a full disk is an error at the start, never a SIGBUS in the middle. Chunks of a
 single value (the fill around a scene's footprint) are not written; the layout returned with
-the statistics says which. Neither place costs resident memory (RSS) beyond the chunks in
-flight; the memory file holds up to the scene's decoded size in RAM until the run ends, as the
-disk file's page cache does (but that can be evicted).
+the statistics says which. For 8/16-bit data a section after the chunks holds each chunk's
+exact histogram (uint32, one slot per chunk), written by the same store tasks and summed by
+one task reading a few slots at a time: dask's tree reduction of one 512 KiB row per chunk
+took more memory the more chunks a scene has. Neither place costs resident memory (RSS)
+beyond the chunks in flight; the memory file holds up to the scene's decoded size in RAM
+until the run ends, as the disk file's page cache does (but that can be evicted).
 """
 
 from __future__ import annotations
@@ -345,7 +348,8 @@ class DecodedChunks:
         """Lazy: the scene's exact histogram (int64, by key), summed from the slots the store
         tasks of ``layout`` (:meth:`store` with ``hist``) wrote: one task reading them in a few
         4 MiB pieces, so the memory the sum takes does not grow with the number of chunks (as
-        a tree of whole-histogram rows does: about 15 MiB more peak RSS at 16x than at 1x)."""
+        a tree of whole-histogram rows does: its statistics pass peaked 13-15 MiB higher at 16x
+        than at 1x)."""
         return da.blockwise(  # one task over the whole layout (an array op, so the store tasks are shared)
             sum_histograms, "k", str(self.path), None, self.hist_start, None, self.hist_bins, None,
             self.sizes.size, None, layout, "ijl", concatenate=True, new_axes={"k": self.hist_bins},

@@ -2,10 +2,10 @@
 
 A chunk decoded only to be stored (the statistics pass) or looked up only to be written (the
 write pass) needs a chunk-sized buffer for a moment. Allocating a fresh one per chunk makes
-glibc's malloc keep freed buffers in each thread's arena, and how much it keeps grows with
-the number of chunks a run goes through (on this project's machine the statistics pass of a
-16x scene left 24-39 MiB free in the arenas, the 1x scene 27-35 MiB, varying from run to
-run). A buffer reused by the same thread costs the same memory at any scene size.
+glibc's malloc keep freed buffers in each thread's arenas, a varying amount (on this project's
+machine 24-39 MiB after the statistics pass, 5-14 MiB with these buffers), and whole runs
+peaked higher and more variably on larger scenes. A buffer reused by the same thread costs
+the same memory at any scene size.
 
 A buffer is the calling thread's: valid until that thread asks for the same ``name`` again,
 so a task must not return it (or a view of it) to dask.
