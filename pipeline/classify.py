@@ -14,12 +14,12 @@ import dask.array as da
 import numpy as np
 
 from . import kernels
-from .io import Scene
+from .scene import Scene
 from .schemes import class_edges, needs_distribution
-from .decoded import DecodedChunks
+from ._engine.decoded import DecodedChunks
 from .stats import Stats, _reduce_blocks, from_key, stats_from_results, stats_graph
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 
 @dataclass(frozen=True)

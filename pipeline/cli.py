@@ -9,7 +9,7 @@ import sys
 
 from . import __version__
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger("sceneclass")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def _setup_logging(args) -> None:
         handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
     for h in handlers:
         h.setFormatter(fmt)
-    root = logging.getLogger("pipeline")
+    root = logging.getLogger("sceneclass")
     root.handlers[:] = handlers
     root.setLevel(level)
     root.propagate = False
@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.command == "run" and not args.dry_run:
-        from .checksum import start_for_config
+        from .jobs.checksum import start_for_config
 
         start_for_config(args.config, args.overrides)  # hashes the input while the libraries import
     try:
-        from .config import load_config
+        from .jobs.config import load_config
 
         if args.command == "validate":
             cfg = load_config(args.config, args.overrides)
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from contextlib import nullcontext
 
-        from .batch import run_batch
-        from .progress import TqdmProgress
+        from .jobs.batch import run_batch
+        from .jobs.progress import TqdmProgress
 
         if args.command == "demo":
-            from .demo import demo_config
+            from .jobs.demo import demo_config
 
             cfg = demo_config(args.out, args.size, args.seed, args.overrides)
         else:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """Console entry point: run, flush, and leave without the interpreter's slow teardown
     (every file is closed and every pool shut down by then; atexit hooks have nothing to do)."""
-    from ._deferred import hide
+    from ._engine.deferred import hide
 
     hide()  # dask.array would import xarray and scipy (0.7 s) that a COG run does not use
     code = main()

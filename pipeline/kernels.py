@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 try:  # optional compiled uint16 histogram and look-up (pipeline/_fastkernels.c), built where a C compiler is
-    from . import _fastkernels
+    from ._engine import _fastkernels
 except ImportError:
     _fastkernels = None
 

@@ -15,10 +15,10 @@ from importlib import resources
 
 import numpy as np
 
-from .config import Palette
+from .jobs.config import Palette
 from .errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 DEFAULT_COLORMAP = "viridis"
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})([0-9a-fA-F]{2})?$")

@@ -12,11 +12,11 @@ from typing import Callable
 
 import numpy as np
 
-from .config import BoxPlot, EqualInterval, HeadTailBreaks, Manual, NaturalBreaks, Percentiles, Quantile, StdMean
+from .jobs.config import BoxPlot, EqualInterval, HeadTailBreaks, Manual, NaturalBreaks, Percentiles, Quantile, StdMean
 from .jenks import fisher_jenks
 from .stats import Stats
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 SchemeFn = Callable[[object, Stats], np.ndarray]
 SCHEMES: dict[str, SchemeFn] = {}

@@ -18,10 +18,10 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .io import Scene
+from .scene import Scene
 from .kernels import LUT_DTYPES, bincount_block
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 DIGIT = 16
 RADIX = 1 << DIGIT

@@ -3,7 +3,7 @@
 
     python scripts/bench.py --sizes 1x 4x 16x --rounds 3 --workdir /tmp/scbench --out bench-results
 
-For every size, the synthetic Landsat-like scene is generated with ``pipeline.synth.make_scene``
+For every size, the synthetic Landsat-like scene is generated with ``pipeline.testing.synth.make_scene``
 into the workdir (an existing one is reused), the reference classes are computed once (the numpy
 row's code, untimed: they are the ``floor`` row's input and the agreement reference), then every
 row of ``scripts/bench_rows.py`` runs as its own process, rounds interleaved (round 1: every row
@@ -104,7 +104,7 @@ def _kernels() -> str:
     """Which uint16 histogram and look-up sceneclass uses here: compiled, or numpy's."""
     from pipeline import kernels
 
-    return "compiled" if kernels.compiled() else "numpy (pipeline._fastkernels not built)"
+    return "compiled" if kernels.compiled() else "numpy (pipeline._engine._fastkernels not built)"
 
 
 def machine_info() -> dict:
@@ -544,7 +544,7 @@ def print_tables(results: dict) -> None:
 # --------------------------------------------------------------------------------- the bench
 def ensure_scene(workdir: Path, size: str, seed: int) -> tuple[Path, float | None]:
     """The scene of ``size`` in ``workdir`` (named like scripts/make_scene.py), generated if missing."""
-    from pipeline.synth import make_scene
+    from pipeline.testing.synth import make_scene
 
     path = workdir / f"scene_{size}_s{seed}.tif"
     if path.exists():

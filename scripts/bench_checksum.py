@@ -7,9 +7,9 @@ Times ``sceneclass run`` end to end (its own process, default settings, 20 equal
 classes, a paletted COG) in three ways, rounds interleaved:
 
 ``early``  as shipped: the command starts the checksum as soon as it has read the config,
-           while the libraries import (``pipeline.checksum.start_for_config``);
+           while the libraries import (``pipeline.jobs.checksum.start_for_config``);
 ``late``   the checksum starts with the run, as before (that call replaced by a no-op);
-``none``   no checksum at all (``pipeline.checksum.checksum`` replaced by a constant): the
+``none``   no checksum at all (``pipeline.jobs.checksum.checksum`` replaced by a constant): the
            floor for the other two.
 
 The table gives each way's median wall time and CPU time (user + system) and its median
@@ -32,8 +32,8 @@ from _timing import timed_process
 #: the command's entry point, after replacing one function for ``late`` and ``none``
 PATCH = {
     "early": "",
-    "late": "import pipeline.checksum as c; c.start_for_config = lambda *a, **k: None",
-    "none": "import pipeline.checksum as c; c.checksum = lambda path: '0' * 64",
+    "late": "import pipeline.jobs.checksum as c; c.start_for_config = lambda *a, **k: None",
+    "none": "import pipeline.jobs.checksum as c; c.checksum = lambda path: '0' * 64",
 }
 MODES = tuple(PATCH)
 

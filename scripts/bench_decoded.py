@@ -42,10 +42,10 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline.decoded as decoded  # noqa: E402
+import pipeline._engine.decoded as decoded  # noqa: E402
 from pipeline.classify import fit  # noqa: E402
-from pipeline.config import EqualInterval  # noqa: E402
-from pipeline.io import open_scene  # noqa: E402
+from pipeline.jobs.config import EqualInterval  # noqa: E402
+from pipeline.scene import open_scene  # noqa: E402
 from _timing import timed_process  # noqa: E402
 
 MODES = ("decode twice", "pwrite", "mapped", "memory")

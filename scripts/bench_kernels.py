@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-chunk kernel costs, as ratios measured in one run: whole-chunk numpy calls against the
 piecewise forms sceneclass uses (``pipeline.kernels.COUNT_PIECE`` and ``TAKE_PIECE`` pixels
-per call) and against the compiled uint16 histogram and look-up (``pipeline/_fastkernels.c``,
+per call) and against the compiled uint16 histogram and look-up (``pipeline/_engine/_fastkernels.c``,
 where it was built), overview decimation by fancy indexing against strided slicing, and the test for a
 uniform chunk (one value: footprint fill) by whole-chunk min and max against a strided sample
 first (``pipeline.kernels.uniform``; sceneclass asks it three times per chunk).
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scene = args.scene
         if scene is None:
-            from pipeline.synth import make_scene
+            from pipeline.testing.synth import make_scene
 
             scene = make_scene(Path(tmp) / "scene_1x.tif", "1x")
         block = chunk_of(scene, args.chunk)

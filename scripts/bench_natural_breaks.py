@@ -2,7 +2,7 @@
 """Natural breaks on a full Landsat-sized uint16 scene: sceneclass vs mapclassify vs xarray-spatial.
 
 Each method runs in its own process (the parent reads the child's peak RSS with ``os.wait4``;
-it includes the interpreter and the imports). The scene is ``pipeline.synth.make_scene(path,
+it includes the interpreter and the imports). The scene is ``pipeline.testing.synth.make_scene(path,
 "1x")`` (7931 x 7811 uint16, 0 = fill, not declared; the fill is excluded everywhere).
 
 * ``sceneclass``: the one statistics pass (exact histogram, dask) + the exact Fisher-Jenks
@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from pipeline.synth import make_scene
+    from pipeline.testing.synth import make_scene
 except ModuleNotFoundError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.synth import make_scene
+    from pipeline.testing.synth import make_scene
 
 METHODS = ("sceneclass", "mapclassify.FisherJenks", "mapclassify.FisherJenksSampled", "xrspatial.natural_breaks")
 
@@ -57,8 +57,8 @@ def worker(method: str, scene: str, k: int, out: Path) -> None:
     res: dict = {}
     t0 = time.perf_counter()
     if method == "sceneclass":
-        from pipeline.config import NaturalBreaks
-        from pipeline.io import open_scene
+        from pipeline.jobs.config import NaturalBreaks
+        from pipeline.scene import open_scene
         from pipeline.schemes import natural_breaks
         from pipeline.stats import compute_stats
 

@@ -29,7 +29,7 @@ Rows do all their work in this process (no worker processes), so the parent's
 ``wait4`` rusage covers the whole row. Heavy imports happen inside the rows (and are timed).
 No row pays for what the sceneclass CLI avoids: every row leaves without the interpreter's
 teardown (``os._exit`` after its report, as the CLI does), and the floor keeps dask.array from
-importing xarray and scipy (:func:`pipeline._deferred.hide`, as the CLI does); before both,
+importing xarray and scipy (:func:`pipeline._engine.deferred.hide`, as the CLI does); before both,
 the floor took about 0.6 s more than it needed at every size.
 """
 
@@ -275,16 +275,16 @@ def row_floor(inp: str, out: str, ph: Phases) -> int:
     """The physical floor of sceneclass: decode the input scene once and write the output with
     sceneclass's writer, fed with precomputed classes (``inp`` is the reference classes GeoTIFF;
     its BENCH_SOURCE tag names the scene). No statistics, no classification."""
-    from pipeline._deferred import hide
+    from pipeline._engine.deferred import hide
 
     hide()  # as the CLI does: dask.array would import xarray and scipy, which no write uses
     import dask.array as da
     import rasterio
 
-    from pipeline.config import Output, Palette, RunConfig
-    from pipeline.io import open_scene
+    from pipeline.jobs.config import Output, Palette, RunConfig
+    from pipeline.scene import open_scene
     from pipeline.palette import build_palette
-    from pipeline.run import runtime
+    from pipeline.jobs.run import runtime
     from pipeline.writers.cog import write_cog
 
     with rasterio.open(inp) as src:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write synthetic Landsat-like scenes (thin CLI over ``pipeline.synth.make_scene``).
+"""Write synthetic Landsat-like scenes (thin CLI over ``pipeline.testing.synth.make_scene``).
 
 Example::
 
@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 try:
-    from pipeline.synth import SIZES, make_scene, parse_size
+    from pipeline.testing.synth import SIZES, make_scene, parse_size
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.synth import SIZES, make_scene, parse_size
+    from pipeline.testing.synth import SIZES, make_scene, parse_size
 
 
 def _size_arg(value: str) -> str:

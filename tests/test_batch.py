@@ -22,11 +22,11 @@ import rasterio
 import yaml
 from rasterio.windows import Window
 
-from pipeline.batch import LOCK_NAME, run_batch
-from pipeline.config import load_config
+from pipeline.jobs.batch import LOCK_NAME, run_batch
+from pipeline.jobs.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.progress import ComputeCounter
-from pipeline.synth import make_scene
+from pipeline.jobs.progress import ComputeCounter
+from pipeline.testing.synth import make_scene
 
 from _procs import (
     assert_same_output, expected_equal_interval, http_server, kill, partials, read_classes, sceneclass,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.synth import make_scene
+from pipeline.testing.synth import make_scene
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -57,7 +57,7 @@ def _read(path) -> np.ndarray:
 
 
 def test_cog_options_are_sceneclass_defaults():
-    from pipeline.config import Output
+    from pipeline.jobs.config import Output
     from pipeline.writers.cog import cog_options
 
     assert bench_rows.COG_OPTIONS == cog_options(Output(path="x.tif"))

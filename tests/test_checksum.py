@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from pipeline import checksum
-from pipeline.config import load_config
+from pipeline.jobs import checksum
+from pipeline.jobs.config import load_config
 
 
 @pytest.fixture(autouse=True)

@@ -19,10 +19,10 @@ import rasterio
 import rasterio.shutil
 import yaml
 
-from pipeline.atomic import PARTIAL_TAG
-from pipeline.batch import run_batch
-from pipeline.config import load_config
-from pipeline.synth import make_scene
+from pipeline.jobs.atomic import PARTIAL_TAG
+from pipeline.jobs.batch import run_batch
+from pipeline.jobs.config import load_config
+from pipeline.testing.synth import make_scene
 
 from _procs import (
     assert_same_output, dask_cluster, expected_equal_interval, http_server, kill, partials, read_classes,

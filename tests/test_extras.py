@@ -16,11 +16,11 @@ import rasterio
 import zarr
 from PIL import Image
 
-from pipeline import pictures
-from pipeline.config import build_config
-from pipeline.extras import extra_paths
-from pipeline.run import run
-from pipeline.styles import palette_from_legend
+from pipeline.products import pictures
+from pipeline.jobs.config import build_config
+from pipeline.products.extras import extra_paths
+from pipeline.jobs.run import run
+from pipeline.products.styles import palette_from_legend
 
 from conftest import B2, B10, data_path
 
@@ -247,7 +247,7 @@ def test_histogram_plot_float_uses_fine_histogram(tmp_path):
 def test_histogram_plot_float_after_decoded_chunks_are_gone(tmp_path):
     """With the run's decoded chunks kept (and removed at its end), the float histogram pass of
     the plot reads the input itself."""
-    from pipeline.config import Processing
+    from pipeline.jobs.config import Processing
 
     if "reuse_decoded" not in Processing.model_fields:
         pytest.skip("no processing.reuse_decoded in this version")

@@ -20,7 +20,7 @@ def kernel_path(request, monkeypatch):
     if request.param == "numpy":
         monkeypatch.setattr(kernels, "_fastkernels", None)
     elif not kernels.compiled():
-        pytest.skip("pipeline._fastkernels is not built (no C compiler at install)")
+        pytest.skip("pipeline._engine._fastkernels is not built (no C compiler at install)")
     return request.param
 
 
@@ -77,7 +77,7 @@ def test_scratch_buffers_are_per_thread_and_reused():
     another name or another thread: other memory."""
     import threading
 
-    from pipeline.scratch import scratch
+    from pipeline._engine.scratch import scratch
 
     a = scratch("t", (100, 30), np.uint16)
     assert a.shape == (100, 30) and a.dtype == np.uint16 and a.flags.c_contiguous
@@ -142,8 +142,8 @@ def test_compiled_kernels_equal_numpy(n, low, spread, writable, data):
     """Any length (not only multiples of the four interleaved tables), narrow value ranges
     (runs of equal values land in every table), read-only input buffers (memory-mapped chunks)."""
     if not kernels.compiled():
-        pytest.skip("pipeline._fastkernels is not built (no C compiler at install)")
-    from pipeline import _fastkernels
+        pytest.skip("pipeline._engine._fastkernels is not built (no C compiler at install)")
+    from pipeline._engine import _fastkernels
 
     seed = data.draw(st.integers(0, 2**32 - 1))
     values = (low + np.random.default_rng(seed).integers(0, spread, n)) % 65536
@@ -160,8 +160,8 @@ def test_compiled_kernels_equal_numpy(n, low, spread, writable, data):
 
 def test_compiled_kernels_refuse_wrong_buffers():
     if not kernels.compiled():
-        pytest.skip("pipeline._fastkernels is not built (no C compiler at install)")
-    from pipeline import _fastkernels
+        pytest.skip("pipeline._engine._fastkernels is not built (no C compiler at install)")
+    from pipeline._engine import _fastkernels
 
     values = np.arange(10, dtype=np.uint16)
     with pytest.raises(ValueError, match="counts int64"):

@@ -16,9 +16,9 @@ import zarr
 from rasterio.enums import ColorInterp
 from rio_cogeo.cogeo import cog_validate
 
-from pipeline.config import build_config
-from pipeline.io import open_scene
-from pipeline.run import run
+from pipeline.jobs.config import build_config
+from pipeline.scene import open_scene
+from pipeline.jobs.run import run
 
 from conftest import B2, B10, RGBN, data_path
 
@@ -255,8 +255,8 @@ def test_overviews_are_nearest_decimations_of_the_classes(tmp_path, data, mode):
     full-resolution pixel at i*f + f//2 (clamped), as GDAL's NEAREST picks it, on uneven chunks."""
     import rasterio
 
-    from pipeline.config import build_config
-    from pipeline.run import run
+    from pipeline.jobs.config import build_config
+    from pipeline.jobs.run import run
 
     out = tmp_path / "b2.tif"
     run(build_config({"input": str(data(B2)), "nodata": 0, "classes": {"count": 9},

@@ -1,7 +1,7 @@
 """How many passes over the data the library makes, and that the lazy graphs compute the right thing.
 
 Counted with ``ComputeCounter`` (a dask callback: ``dask.compute`` calls) and by the windows
-actually read from disk (``pipeline.io.read_window``), with and without low-level task fusion.
+actually read from disk (``pipeline.scene.read_window``), with and without low-level task fusion.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import dask.array as da
 import numpy as np
 import pytest
 import rasterio
-import pipeline.io
+import pipeline.scene
 from affine import Affine
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pipeline.classify import class_counts, classify, colorize, counts_from_hist, fit
-from pipeline.config import EqualInterval, Manual, Quantile, build_config
-from pipeline.io import Scene, open_scene
-from pipeline.progress import ComputeCounter
-from pipeline.run import run
+from pipeline.jobs.config import EqualInterval, Manual, Quantile, build_config
+from pipeline.scene import Scene, open_scene
+from pipeline.jobs.progress import ComputeCounter
+from pipeline.jobs.run import run
 
 from conftest import B2, B10, LE07, RGBN, data_path
 
@@ -51,7 +51,7 @@ def window_reads(monkeypatch):
     """Counts the windows actually read from disk (fused tasks or not)."""
     seen: Counter = Counter()
     lock = threading.Lock()
-    orig = pipeline.io.read_window
+    orig = pipeline.scene.read_window
 
     def counting(path, band, block_info=None, out=None):
         out = orig(path, band, block_info=block_info, out=out)
@@ -60,7 +60,7 @@ def window_reads(monkeypatch):
             seen[window] += 1
         return out
 
-    monkeypatch.setattr(pipeline.io, "read_window", counting)
+    monkeypatch.setattr(pipeline.scene, "read_window", counting)
     return seen
 
 
@@ -322,16 +322,16 @@ def test_kept_decoded_chunks_change_nothing(tmp_path, monkeypatch, scene_id, cfg
 
     import rasterio
 
-    import pipeline.decoded
+    import pipeline._engine.decoded
 
     if store == "memory":
         if not hasattr(os, "memfd_create"):
             pytest.skip("no memory files on this system")
     elif store == "pwrite":
-        monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
+        monkeypatch.setattr(pipeline._engine.decoded, "reserve", lambda fd, nbytes: False)
     else:
         with open(tmp_path / "probe", "wb") as f:
-            if not pipeline.decoded.reserve(f.fileno(), 4096):
+            if not pipeline._engine.decoded.reserve(f.fileno(), 4096):
                 pytest.skip(f"{tmp_path}: this file system cannot reserve blocks")
 
     name, band, nodata, chunk = SCENES[scene_id]
@@ -356,12 +356,12 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
     """Stored chunks come back byte for byte; uniform chunks (fill, a constant) are not written
     but come back from the layout; the histogram the store tasks count is numpy's; uneven
     chunks, odd byte sizes (page-aligned offsets), chunks of several mapped pieces."""
-    import pipeline.decoded
-    from pipeline.decoded import DecodedChunks
+    import pipeline._engine.decoded
+    from pipeline._engine.decoded import DecodedChunks
     from pipeline.stats import hist_keys
 
     if store == "pwrite":
-        monkeypatch.setattr(pipeline.decoded, "reserve", lambda fd, nbytes: False)
+        monkeypatch.setattr(pipeline._engine.decoded, "reserve", lambda fd, nbytes: False)
     info = np.iinfo(dtype)
     rng = np.random.default_rng(3)
     arr = rng.integers(info.min, info.max, (1601, 1557), endpoint=True).astype(dtype)
@@ -379,7 +379,7 @@ def test_decoded_chunks_round_trip_with_uniform_chunks(tmp_path, monkeypatch, st
         assert not keep.mapped
     assert len(_memory_files()) == (store == "memory")
     np.testing.assert_array_equal(hist, np.bincount(hist_keys(arr.ravel()), minlength=65536))
-    assert 800 * 800 * 2 > pipeline.decoded.MAP_PIECE
+    assert 800 * 800 * 2 > pipeline._engine.decoded.MAP_PIECE
     assert keep.layout[..., 0].tolist() == [[0, 1], [1, 0]]
     assert keep.layout[1, 1, 1] == info.max
     assert keep.kept_bytes() == (800 * 757 + 801 * 800) * 2
@@ -406,8 +406,8 @@ def test_store_tasks_read_a_file_scene_themselves(tmp_path, store, window_reads)
     """A scene read from a file, 8/16-bit: the store tasks read each chunk once themselves (into
     a reused buffer); the kept chunks and the summed histogram equal the file's pixels, on
     chunks that do not divide the scene."""
-    from pipeline.decoded import DecodedChunks
-    from pipeline.io import file_backed
+    from pipeline._engine.decoded import DecodedChunks
+    from pipeline.scene import file_backed
 
     if store == "memory" and not hasattr(os, "memfd_create"):
         pytest.skip("no memory files on this system")
@@ -431,7 +431,7 @@ def test_store_tasks_read_a_file_scene_themselves(tmp_path, store, window_reads)
 def test_decoded_chunks_keep_signed_zeros(tmp_path):
     """A float chunk of +0.0 and -0.0 is not uniform (the values compare equal, the bits do not):
     it is stored and comes back bit for bit."""
-    from pipeline.decoded import DecodedChunks
+    from pipeline._engine.decoded import DecodedChunks
 
     arr = np.zeros((64, 48), np.float32)
     arr[::3, ::5] = -0.0
@@ -449,7 +449,7 @@ def test_decoded_chunks_keep_signed_zeros(tmp_path):
 def test_memory_available_is_a_share_of_this_machine():
     """The budget's base: positive and at most the machine's memory (None only off Linux)."""
 
-    from pipeline.decoded import memory_available
+    from pipeline._engine.decoded import memory_available
 
     avail = memory_available()
     if not os.path.exists("/proc/meminfo"):
@@ -473,26 +473,26 @@ def test_memory_available_is_a_share_of_this_machine():
 )
 def test_keep_place(tmp_path, monkeypatch, scene_id, reuse, where, local, avail, expected):
 
-    import pipeline.decoded
+    import pipeline._engine.decoded
 
     if not hasattr(os, "memfd_create"):
         expected = None if expected is None else "disk"
-    monkeypatch.setattr(pipeline.decoded, "memory_available", lambda: avail)
+    monkeypatch.setattr(pipeline._engine.decoded, "memory_available", lambda: avail)
     scene = _open(scene_id)
-    assert pipeline.decoded.keep_place(scene, tmp_path, reuse, where, local) == expected
+    assert pipeline._engine.decoded.keep_place(scene, tmp_path, reuse, where, local) == expected
 
 
 def test_keep_place_without_memory_files(tmp_path, monkeypatch, caplog):
     """Where memory files do not exist (macOS, Windows), chunks asked for in memory go to disk
     with a warning that names the setting."""
 
-    import pipeline.decoded
+    import pipeline._engine.decoded
 
     monkeypatch.delattr(os, "memfd_create", raising=False)
-    with caplog.at_level("WARNING", logger="pipeline.decoded"):
-        assert pipeline.decoded.keep_place(_open("B2-uint16"), tmp_path, "auto", "memory", True) == "disk"
+    with caplog.at_level("WARNING", logger="sceneclass._engine.decoded"):
+        assert pipeline._engine.decoded.keep_place(_open("B2-uint16"), tmp_path, "auto", "memory", True) == "disk"
     assert "processing.keep_decoded_in" in caplog.text
-    assert pipeline.decoded.keep_place(_open("B2-uint16"), tmp_path, "auto", "auto", True) == "disk"
+    assert pipeline._engine.decoded.keep_place(_open("B2-uint16"), tmp_path, "auto", "auto", True) == "disk"
 
 
 def test_memory_store_read_by_worker_processes(tmp_path):

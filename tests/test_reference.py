@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.config import build_config
-from pipeline.run import run
+from pipeline.jobs.config import build_config
+from pipeline.jobs.run import run
 
 from conftest import B2, B10, LE07, RGBN, data_path
 

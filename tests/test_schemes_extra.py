@@ -36,11 +36,11 @@ import zarr
 from rasterio.windows import Window
 
 from pipeline import schemes
-from pipeline.config import (BoxPlot, HeadTailBreaks, NaturalBreaks, Percentiles, StdMean, build_config)
-from pipeline.io import open_scene
+from pipeline.jobs.config import (BoxPlot, HeadTailBreaks, NaturalBreaks, Percentiles, StdMean, build_config)
+from pipeline.scene import open_scene
 from pipeline.jenks import fisher_jenks, gvf, sse
 from pipeline.kernels import classify_values
-from pipeline.run import run
+from pipeline.jobs.run import run
 from pipeline.schemes import SCHEMES
 from pipeline.stats import compute_stats
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.synth (synthetic Landsat-like scenes)."""
+"""Tests for pipeline.testing.synth (synthetic Landsat-like scenes)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.synth import SIZES, footprint_columns, make_scene, parse_size
+from pipeline.testing.synth import SIZES, footprint_columns, make_scene, parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 

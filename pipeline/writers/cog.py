@@ -34,12 +34,12 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 
 from .. import kernels
-from ..atomic import atomic_output, partial_path, remove
-from ..config import Output
-from ..io import raster_errors
-from ..scratch import scratch
+from ..jobs.atomic import atomic_output, partial_path, remove
+from ..jobs.config import Output
+from ..scene import raster_errors
+from .._engine.scratch import scratch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 
 #: compression levels when the config gives none. ZSTD 3 (zstd's own default) encodes class

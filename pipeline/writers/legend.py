@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_output, sibling
+from ..jobs.atomic import atomic_output, sibling
 from ..palette import to_hex
 
 

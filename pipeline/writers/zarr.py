@@ -14,13 +14,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..atomic import atomic_output
+from ..jobs.atomic import atomic_output
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 
 def _dataset(classes: da.Array, colours: da.Array | None, scene):
-    from .._deferred import allow
+    from .._engine.deferred import allow
 
     allow()
     import rioxarray  # noqa: F401  (registers the .rio accessor)

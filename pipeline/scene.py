@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from .errors import ConfigError, InputError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 #: dtypes sceneclass classifies; 8/16-bit integers get exact full-range histograms.
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -61,7 +61,7 @@ class Scene:
 
     def to_xarray(self):
         """A georeferenced (y, x) xarray.DataArray over the same lazy array."""
-        from ._deferred import allow
+        from ._engine.deferred import allow
 
         allow()
         import rioxarray  # noqa: F401  (registers .rio)

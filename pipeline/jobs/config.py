@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Config keys whose values are filesystem paths (or URLs).
 PATH_KEYS = ("input", "output.path", "output.folder")

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
-import rasterio
 
-from . import __version__, kernels
-from .cluster import LOCAL_SCHEDULERS, scheduler
+from .. import __version__
+from .. import kernels
+from .scheduler import LOCAL_SCHEDULERS, runtime
 from .atomic import partial_path
-from .decoded import DecodedChunks, keep_place
-from .classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
+from .._engine.decoded import DecodedChunks, keep_place
+from ..classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
-from .errors import ConfigError
-from .io import Scene, is_url, open_scene, raster_errors
-from .palette import build_palette, check_palette, check_table_alpha
+from ..errors import ConfigError
+from ..scene import Scene, is_url, open_scene, raster_errors
+from ..palette import build_palette, check_palette, check_table_alpha
 from .progress import phase
-from .writers import build_legend, legend_path, write_cog, write_legend, write_zarr
+from ..writers import build_legend, legend_path, write_cog, write_legend, write_zarr
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 BANDS = {"paletted": 0, "rgb": 3, "rgba": 4}
 
@@ -35,34 +34,6 @@ class RunResult:
     legend_path: Path | None
     legend: dict
     fit: Fit
-
-
-def gdal_env(cfg: RunConfig) -> dict:
-    """GDAL settings for the run: a bounded block cache, no directory scans on open."""
-    return {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-
-
-@contextmanager
-def runtime(cfg: RunConfig) -> Iterator[None]:
-    """GDAL settings and the dask scheduler for the whole run."""
-    env = gdal_env(cfg)
-    with rasterio.Env(**env), environ(env), scheduler(cfg.dask, env):
-        yield
-
-
-@contextmanager
-def environ(env: dict) -> Iterator[None]:
-    """Set environment variables for the run (inherited by process pools and LocalCluster workers)."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: str(v) for k, v in env.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def check_paths(cfg: RunConfig) -> Path:
@@ -140,7 +111,7 @@ def run(cfg: RunConfig) -> RunResult:
         lpath = legend_path(final)
         write_legend(legend, lpath)
     result = RunResult(final, lpath, legend, fitted)
-    from .extras import write_extras  # pictures, style files, report (cfg.outputs)
+    from ..products.extras import write_extras  # pictures, style files, report (cfg.outputs)
 
     write_extras(result, cfg)
     return result

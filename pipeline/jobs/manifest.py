@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .atomic import atomic_output, sibling
 from .checksum import checksum
-from .io import is_url
+from ..scene import is_url
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
 HASHED_KEYS = ("input", "band", "nodata", "classes", "palette", "output")
@@ -55,7 +55,7 @@ def versions() -> dict:
     import numpy
     import rasterio
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "sceneclass": __version__, "numpy": numpy.__version__, "rasterio": rasterio.__version__,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import RunConfig, build_config
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 DEFAULT_JOB = {
     "band": 1,
@@ -21,7 +21,7 @@ DEFAULT_JOB = {
 
 def demo_config(out_dir: str, size: str = "1x", seed: int = 0, overrides: list[str] = ()) -> RunConfig:
     """Generate (once) a synthetic Landsat-like scene in ``out_dir`` and return the default job on it."""
-    from .synth import make_scene
+    from ..testing.synth import make_scene
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,10 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from .atomic import atomic_output, sibling
-from .errors import ConfigError
+from ..jobs.atomic import atomic_output, sibling
+from ..errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 #: outputs key -> file name suffix (after the output's base name)
 SUFFIXES = {
@@ -60,7 +60,9 @@ def write_extras(result, cfg) -> dict[str, Path]:
     """Write the extra outputs ``cfg.outputs`` asks for; returns {key: path} of what was written.
 
     """
-    from . import pictures, report, styles
+    from . import pictures
+    from . import report
+    from . import styles
 
     legend = result.legend
     o = cfg.outputs
@@ -95,8 +97,8 @@ def write_extras(result, cfg) -> dict[str, Path]:
 
     histogram = source = None
     if o.histogram_plot or (o.report and importlib.util.find_spec("matplotlib") is not None):
-        from .io import raster_errors
-        from .run import runtime  # the run's GDAL settings and scheduler, for a float histogram pass
+        from ..scene import raster_errors
+        from ..jobs.scheduler import runtime  # the run's GDAL settings and scheduler, for a float histogram pass
 
         with runtime(cfg), raster_errors(legend["input"]):
             histogram, source = pictures.histogram_png(legend, result.fit.stats, result.fit.edges)

@@ -24,14 +24,14 @@ from typing import Iterator
 from .atomic import sweep
 from .checksum import lowest_priority
 from .config import InputSpec, RunConfig
-from .errors import ConfigError, SceneclassError
-from .io import is_url
+from ..errors import ConfigError, SceneclassError
+from ..scene import is_url
 from .manifest import (
     Verdict, config_hash, fingerprint, judge, manifest_path, output_fingerprint, versions, write_manifest,
 )
-from .writers.legend import legend_path
+from ..writers.legend import legend_path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 LOCK_NAME = ".sceneclass.lock"
 _LANDSAT_DATE = re.compile(r"_(\d{4})(\d{2})(\d{2})_")

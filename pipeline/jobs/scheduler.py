@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import dask
+import rasterio
 
 from .config import Dask
-from .errors import ConfigError
+from ..errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 
@@ -64,3 +65,31 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
         workers = len(client.scheduler_info().get("workers", {}))
         log.info("dask cluster %s with %d workers; dashboard: %s", cfg.scheduler, workers, client.dashboard_link)
         yield client
+
+
+def gdal_env(cfg) -> dict:
+    """GDAL settings for the run: a bounded block cache, no directory scans on open."""
+    return {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+@contextmanager
+def runtime(cfg) -> Iterator[None]:
+    """GDAL settings and the dask scheduler for the whole run."""
+    env = gdal_env(cfg)
+    with rasterio.Env(**env), environ(env), scheduler(cfg.dask, env):
+        yield
+
+
+@contextmanager
+def environ(env: dict) -> Iterator[None]:
+    """Set environment variables for the run (inherited by process pools and LocalCluster workers)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

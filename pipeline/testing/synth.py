@@ -45,7 +45,7 @@ from rasterio.windows import Window
 
 __all__ = ["SIZES", "parse_size", "make_scene", "footprint_columns"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 #: Named scene sizes as ``(height, width)``; ``"1x"`` is a real Landsat 8 band.
 SIZES: dict[str, tuple[int, int]] = {

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernels import classify_values
+from ..kernels import classify_values
 from .styles import palette_from_legend
 
 #: legend image layout (pixels): margins, row height, swatch box within a row

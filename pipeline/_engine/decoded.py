@@ -51,12 +51,13 @@ import dask.array as da
 import numpy as np
 import rasterio
 
-from . import io, kernels
-from .io import Scene, file_backed, gdal_path, is_url
+from .. import scene as io
+from .. import kernels
+from ..scene import Scene, file_backed, gdal_path, is_url
 from .scratch import scratch
-from .stats import block_hist, hist_length
+from ..stats import block_hist, hist_length
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 
 Chunks = tuple[tuple[int, ...], tuple[int, ...]]

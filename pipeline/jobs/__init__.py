@@ -1,0 +1,1 @@
+"""Jobs: typed config, one run, batches with manifests, atomic outputs, locks, schedulers."""

@@ -1,0 +1,1 @@
+"""Products made from a finished run: quicklook and plots, style files, the HTML report."""
