@@ -17,6 +17,7 @@ import rasterio
 
 from .config import Dask
 from ..errors import ConfigError
+from ..scene import is_url
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -68,8 +69,14 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
 
 
 def gdal_env(cfg) -> dict:
-    """GDAL settings for the run: a bounded block cache, no directory scans on open."""
-    return {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    """GDAL settings for the run: a bounded block cache; for remote inputs, no directory
+    listing on open (each listing is a request). Local inputs keep GDAL's default, so sidecar
+    files (``.aux.xml`` nodata and scale/offset, ``.tfw`` world files, ``.msk`` masks) are
+    found exactly as ``gdalinfo`` and QGIS find them."""
+    env = {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb}
+    if cfg.input is not None and is_url(cfg.input):
+        env["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+    return env
 
 
 @contextmanager
