@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.input is not None and batch.failed:  # a single scene: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)
         _report(batch, dry_run)
+        if args.command == "demo" and not batch.failed and not args.quiet:
+            from .jobs.demo import summary
+
+            print(summary(cfg))
         return batch.exit_code
     except SceneclassError as e:
         return _fail(args, str(e), e.exit_code)
