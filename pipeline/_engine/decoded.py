@@ -8,10 +8,9 @@ Where the file lives (``processing.keep_decoded_in``):
   pages are never written back to disk and are freed when the run closes it, or when the
   process exits however it ends (nothing is left in ``/dev/shm``). Other processes on this
   machine (dask's process pool, LocalCluster workers) open it as ``/proc/<pid>/fd/<fd>``.
-  At 16x a whole run takes 0.9 to 1.5 s less than with the file on disk (7.1 s against 8.0 s,
-  7.6 s against 9.1 s, and on commit d7eb1c0 6.2 s against 7.1 s, in three runs of
-  ``python scripts/bench_decoded.py SCENE --runs``):
-  on this project's machines a file's page cache costs more kernel time per GiB than a memory
+  At 16x a whole run takes about 1 s less than with the file on disk
+  (``python scripts/bench_decoded.py SCENE --runs``; figures in docs/performance.md):
+  a file's page cache costs more kernel time per GiB than a memory
   file, and much more when memory has been idle (``python scripts/bench_memory.py``), and the
   disk file's blocks are reserved and written back although it is deleted seconds later.
   ``auto`` takes it when the scheduler runs on this machine and the chunks take at most
@@ -192,8 +191,8 @@ def _pread_exact(fd: int, nbytes: int, offset: int) -> bytearray:
 def read_raw(path: str, offsets: np.ndarray, layout: np.ndarray, dtype: str, block_info=None) -> np.ndarray:
     """Block kernel: a decoded chunk back from the raw file, as a read-only view of the file's
     pages (see :func:`map_chunk`); a uniform chunk (not stored) as a read-only view of its one
-    value from the layout, so the fill around a footprint takes no memory (at 16x, 60 chunks of
-    8 MiB each were allocated, filled and dropped in the write pass)."""
+    value from the layout, so the fill around a footprint takes no memory (else each such chunk,
+    8 MiB with the defaults and 60 of them at 16x, would be allocated, filled and dropped)."""
     info = block_info[None]
     i, j = info["chunk-location"]
     shape = info["chunk-shape"]
@@ -349,8 +348,7 @@ class DecodedChunks:
         """Lazy: the scene's exact histogram (int64, by key), summed from the slots the store
         tasks of ``layout`` (:meth:`store` with ``hist``) wrote: one task reading them in a few
         4 MiB pieces, so the memory the sum takes does not grow with the number of chunks (as
-        a tree of whole-histogram rows does: its statistics pass peaked 13-15 MiB higher at 16x
-        than at 1x)."""
+        it does with a tree reduction of one whole-histogram row per chunk)."""
         return da.blockwise(  # one task over the whole layout (an array op, so the store tasks are shared)
             sum_histograms, "k", str(self.path), None, self.hist_start, None, self.hist_bins, None,
             self.sizes.size, None, layout, "ijl", concatenate=True, new_axes={"k": self.hist_bins},

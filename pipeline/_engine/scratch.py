@@ -1,11 +1,10 @@
 """Per-thread scratch buffers, for block kernels whose result never leaves the task.
 
 A chunk decoded only to be stored (the statistics pass) or looked up only to be written (the
-write pass) needs a chunk-sized buffer for a moment. Allocating a fresh one per chunk makes
-glibc's malloc keep freed buffers in each thread's arenas, a varying amount (on this project's
-machine 24-39 MiB after the statistics pass, 5-14 MiB with these buffers), and whole runs
-peaked higher and more variably on larger scenes. A buffer reused by the same thread costs
-the same memory at any scene size.
+write pass) needs a chunk-sized buffer for a moment. A fresh one per chunk makes glibc's
+malloc keep a varying amount of freed memory in each thread's arenas, so whole runs would peak
+higher and more variably on larger scenes (docs/performance.md). A buffer reused by the same
+thread costs the same memory at any scene size.
 
 A buffer is the calling thread's: valid until that thread asks for the same ``name`` again,
 so a task must not return it (or a view of it) to dask.
