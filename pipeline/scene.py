@@ -31,6 +31,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.rpc import RPC
 from rasterio.windows import Window
 
 from .errors import ConfigError, InputError
@@ -57,6 +58,7 @@ class Scene:
     block_shape: tuple[int, int]
     gcps: tuple[GroundControlPoint, ...] = ()  # ground control points (transform is then identity)
     gcps_crs: CRS | None = None  # the CRS of the GCPs' x, y
+    rpcs: RPC | None = None  # rational polynomial coefficients (sensor model), carried into COGs
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -74,8 +76,8 @@ class Scene:
 
     @property
     def georeferenced(self) -> bool:
-        """True when the scene has a CRS, GCPs or a geotransform other than the identity."""
-        return bool(self.crs or self.gcps or not self.transform.is_identity)
+        """True when the scene has a CRS, GCPs, RPCs or a geotransform other than the identity."""
+        return bool(self.crs or self.gcps or self.rpcs or not self.transform.is_identity)
 
     def coords(self) -> dict[str, np.ndarray]:
         """1-D pixel-centre coordinates, as ``rioxarray.open_rasterio`` gives them.
@@ -218,10 +220,9 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
         path=path, band=band, array=array,
         nodata=resolve_nodata(declared, nodata, dtype),
         crs=crs, transform=transform, block_shape=tuple(block),
-        gcps=tuple(gcps), gcps_crs=gcps_crs if gcps else None,
+        gcps=tuple(gcps), gcps_crs=gcps_crs if gcps else None, rpcs=rpcs,
     )
     if not scene.georeferenced:
-        what = "only RPCs, which sceneclass does not carry over" if rpcs else "no CRS, transform or GCPs"
-        log.warning("%s has no georeferencing (%s): the output is in pixel coordinates", path, what)
+        log.warning("%s has no georeferencing (no CRS, transform or GCPs): the output is in pixel coordinates", path)
     return scene
 

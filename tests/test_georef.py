@@ -24,6 +24,7 @@ from PIL import Image
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.rpc import RPC
 from rasterio.transform import xy
 from rio_cogeo.cogeo import cog_validate
 
@@ -96,6 +97,15 @@ def corner_gcps(transform: Affine, shape=(H, W)) -> list[GroundControlPoint]:
             for i, (r, c) in enumerate(corners) for x, y in [transform * (c, r)]]
 
 
+def sensor_rpcs(shape=(H, W)) -> RPC:
+    """RPCs of a plain sensor model: column = scaled longitude, row = minus scaled latitude."""
+    den = [1.0] + [0.0] * 19
+    return RPC(height_off=0.0, height_scale=100.0, lat_off=49.5, lat_scale=0.5, long_off=10.5, long_scale=0.5,
+               line_off=shape[0] / 2, line_scale=shape[0] / 2, line_num_coeff=[0.0, 0.0, -1.0] + [0.0] * 17,
+               line_den_coeff=den, samp_off=shape[1] / 2, samp_scale=shape[1] / 2,
+               samp_num_coeff=[0.0, 1.0] + [0.0] * 18, samp_den_coeff=den)
+
+
 def write_inputs(folder: Path) -> None:
     folder.mkdir()
     write_tif(folder / "gcps.tif", quadrant_values(GCP_AFFINE), gcps=corner_gcps(GCP_AFFINE), crs=WGS84)
@@ -105,6 +115,7 @@ def write_inputs(folder: Path) -> None:
     for kind, transform in GRIDS.items():
         write_tif(folder / f"{kind}.tif", quadrant_values(transform), crs=UTM, transform=transform)
     write_tif(folder / "plain.tif", quadrant_values(Affine.identity()))
+    write_tif(folder / "rpcs.tif", quadrant_values(Affine.identity()), rpcs=sensor_rpcs())
     write_tif(folder / "sidecar.tif", quadrant_values(SIDECAR_AFFINE))  # no georeferencing inside
     centre = SIDECAR_AFFINE * (0.5, 0.5)  # a world file gives the centre of the top-left pixel
     t = SIDECAR_AFFINE
@@ -176,9 +187,9 @@ def test_gcp_quicklook_is_warped_north_up(runs, fmt):
 def test_no_georeferencing_is_one_warning_line(runs, fmt):
     folder, stderr = runs[fmt]
     src = runs["in"] / "plain.tif"
-    lines = [ln for ln in stderr.splitlines() if "warn" in ln.lower()]
-    assert len(lines) == 1, stderr  # the only warning of the batch, one line
-    assert f"{src} has no georeferencing (no CRS, transform or GCPs)" in lines[0]
+    lines = [ln for ln in stderr.splitlines() if "georeferenc" in ln.lower() or "plain.tif" in ln and "WARN" in ln]
+    assert len(lines) == 1, stderr  # one line for plain.tif, none for the georeferenced inputs
+    assert f"WARNING {src} has no georeferencing (no CRS, transform or GCPs)" in lines[0]
     assert "pixel coordinates" in lines[0]
     if fmt == "tif":
         with rasterio.open(folder / "plain.tif") as got:  # as GDAL reads the input: identity, no CRS or GCPs
@@ -244,6 +255,17 @@ def assert_north_up(png: Path, transform: Affine) -> None:
         col = int((x - left) / (right - left) * cols)
         row = int((top - y) / (top - bottom) * rows)
         assert tuple(ql[row, col]) == (*COLOURS[k], 255), (k, row, col, ql[row, col])
+
+
+# ------------------------------------------------------------------------------- RPCs
+def test_rpcs_carried_into_the_cog_and_named_for_zarr(runs):
+    with rasterio.open(runs["in"] / "rpcs.tif") as ref, rasterio.open(runs["tif"][0] / "rpcs.tif") as got:
+        assert ref.rpcs is not None and ref.gcps[0] == [] and ref.transform.is_identity
+        assert got.rpcs is not None and got.rpcs.to_gdal() == ref.rpcs.to_gdal()
+    tif_warnings = [ln for ln in runs["tif"][1].splitlines() if "WARNING" in ln and "rpcs.tif" in ln]
+    assert tif_warnings == []  # RPCs are georeferencing: no warning for the COG
+    zarr_warnings = [ln for ln in runs["zarr"][1].splitlines() if "WARNING" in ln and "rpcs.tif" in ln]
+    assert len(zarr_warnings) == 1 and "RPCs are left out of the Zarr output" in zarr_warnings[0]
 
 
 # ------------------------------------------------------------------------- sidecar files

@@ -11,7 +11,7 @@ GDAL's COG driver is copy-only (before GDAL 3.13), so the write is two steps:
    Each task returns its class counts, so the legend comes out of the same pass.
 2. **Assembly, once.** GDAL copies the staging file into the COG: tiles compressed on all
    cores (``NUM_THREADS``), internal overviews (nearest or mode), colour table, nodata and
-   georeferencing carried over (CRS and geotransform, or GCPs and their CRS). The COG is
+   georeferencing carried over (CRS and geotransform, or GCPs and their CRS; RPCs). The COG is
    written under a temporary name and renamed.
 """
 
@@ -99,6 +99,8 @@ def create_level(path: Path, scene, factor: int, palette: np.ndarray, bands: int
         georef = {"gcps": scaled_gcps(scene.gcps, factor), "crs": scene.gcps_crs}
     else:
         georef = {"crs": scene.crs, "transform": scene.transform * Affine.scale(factor)}
+    if scene.rpcs is not None and factor == 1:  # overviews are pixels only (see vrt_with_overviews)
+        georef["rpcs"] = scene.rpcs
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": "uint8",
         **georef, "tiled": True,
@@ -216,7 +218,15 @@ def stage(classes: da.Array, table: np.ndarray | None, levels: list[Level], bloc
 
 def vrt_georeferencing(src) -> str:
     """The VRT elements that georeference like the open dataset ``src``: ``<GCPList>`` with
-    the GCPs' CRS, or ``<SRS>`` and ``<GeoTransform>``."""
+    the GCPs' CRS, or ``<SRS>`` and ``<GeoTransform>``; and its RPC metadata, if any."""
+    rpc = src.tags(ns="RPC")
+    if rpc:
+        items = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in rpc.items())
+        rpc = f'<Metadata domain="RPC">{items}</Metadata>'
+    return _vrt_grid(src) + (rpc or "")
+
+
+def _vrt_grid(src) -> str:
     gcps, gcps_crs = src.gcps
     if gcps:
         points = "".join(
@@ -224,6 +234,8 @@ def vrt_georeferencing(src) -> str:
             f"Line=\"{float(g.row)!r}\" X=\"{float(g.x)!r}\" Y=\"{float(g.y)!r}\" Z=\"{float(g.z or 0.0)!r}\"/>"
             for g in gcps)
         return f"<GCPList Projection={quoteattr(gcps_crs.to_wkt() if gcps_crs else '')}>{points}</GCPList>"
+    if src.crs is None and src.transform.is_identity:
+        return ""  # no georeferencing (as GDAL's own VRT of such a file has none)
     return (f"<SRS>{escape(src.crs.to_wkt()) if src.crs else ''}</SRS>"
             f"<GeoTransform>{', '.join(repr(v) for v in src.transform.to_gdal())}</GeoTransform>")
 

@@ -9,6 +9,9 @@ recovers the CRS, the transform and the GCPs:
   position of pixel (row, col) is ``ds.rio.transform() * (col + 0.5, row + 0.5)``;
 * GCPs: the GCPs and their CRS (``ds.rio.get_gcps()``, ``ds.rio.crs``), no x/y coordinates.
 
+RPCs have no place in a Zarr store that GDAL or rioxarray read: a scene with RPCs gets a
+warning that the Zarr output leaves them out.
+
 Every chunk is written by the task that computed it, with no lock (chunks are aligned one to
 one)."""
 
@@ -47,6 +50,9 @@ def _dataset(classes: da.Array, colours: da.Array | None, scene):
         ds = ds.assign_coords(band=("band", np.arange(1, bands + 1)))  # GDAL-style 1-based bands
         ds["colour"].attrs["band_names"] = ["red", "green", "blue", "alpha"][:bands]
     ds = scene.write_georeferencing(ds)
+    if scene.rpcs is not None:
+        log.warning("%s: its RPCs are left out of the Zarr output (Zarr has no place for them that GDAL or "
+                    "rioxarray read; a COG output keeps them)", scene.path)
     for name in ds.data_vars:  # list spatial_ref as a coordinate, so plain open_zarr georeferences
         ds[name].encoding["coordinates"] = "spatial_ref"
     return ds
