@@ -79,7 +79,8 @@ def zarr_georef(group) -> Georef:
     from rasterio.control import GroundControlPoint
 
     attrs = dict(group["spatial_ref"].attrs) if "spatial_ref" in group else {}
-    transform = Affine.from_gdal(*map(float, attrs["GeoTransform"].split())) if "GeoTransform" in attrs else Affine.identity()
+    gt = attrs.get("GeoTransform")
+    transform = Affine.from_gdal(*map(float, gt.split())) if gt else Affine.identity()
     crs = CRS.from_wkt(attrs["crs_wkt"]) if attrs.get("crs_wkt") else None
     gcps = tuple(
         GroundControlPoint(row=f["properties"]["row"], col=f["properties"]["col"], x=f["geometry"]["coordinates"][0],
@@ -89,15 +90,17 @@ def zarr_georef(group) -> Georef:
     return Georef(transform, None if gcps else crs, gcps, crs if gcps else None)
 
 
-def north_up(rgba: np.ndarray, georef: Georef, size: int) -> np.ndarray:
+def north_up(rgba: np.ndarray, georef: Georef, shape: tuple[int, int], size: int) -> np.ndarray:
     """``rgba`` drawn north-up with square ground pixels, as a map shows it.
 
     Parameters
     ----------
     rgba : (rows, cols, 4) uint8
-        The picture in raster orientation.
+        The picture in raster orientation: a decimated sample of the whole raster.
     georef : Georef
-        Its georeferencing (of this sample, not of the full-resolution raster).
+        The georeferencing of the full-resolution raster.
+    shape : (int, int)
+        The full-resolution raster's (rows, cols).
     size : int
         The longest side of the result at most, in pixels.
 
@@ -112,6 +115,12 @@ def north_up(rgba: np.ndarray, georef: Georef, size: int) -> np.ndarray:
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     h, w = rgba.shape[:2]
+    full = georef.transform
+    if not georef.gcps and full.is_identity:
+        return rgba  # no georeferencing: pixel coordinates, raster orientation
+    if full.b == 0 and full.d == 0 and full.a > 0 and full.e < 0 and math.isclose(full.a, -full.e, rel_tol=1e-9):
+        return rgba  # north-up, square pixels
+    georef = georef.sampled(shape[0] / h, shape[1] / w)
     t = georef.transform
     if georef.gcps:
         crs = georef.gcps_crs or STAND_IN_CRS
@@ -119,10 +128,6 @@ def north_up(rgba: np.ndarray, georef: Georef, size: int) -> np.ndarray:
         left, top, right, bottom = guess.c, guess.f, guess.c + guess.a * gw, guess.f + guess.e * gh
         fine = min(abs(guess.a), abs(guess.e))
         source = {"gcps": list(georef.gcps), "src_crs": crs}
-    elif t.is_identity:
-        return rgba  # no georeferencing: pixel coordinates, raster orientation
-    elif t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0 and math.isclose(t.a, -t.e, rel_tol=1e-9):
-        return rgba  # north-up, square pixels
     else:
         crs = georef.crs or STAND_IN_CRS
         xs, ys = t * (np.array([0, w, 0, w]), np.array([0, 0, h, h]))
@@ -147,28 +152,27 @@ def quicklook_rgba(output: Path, fmt: str, mode: str, palette: np.ndarray, size:
         z = group["classes"]
         h, w = z.shape
         step = max(1, math.ceil(max(h, w) / size))
-        return north_up(palette[np.asarray(z[::step, ::step])], zarr_georef(group).sampled(step, step), size)
+        return north_up(palette[np.asarray(z[::step, ::step])], zarr_georef(group), (h, w), size)
     import rasterio
     from rasterio.enums import Resampling
 
     with rasterio.open(output) as src:
         shape = quicklook_shape(src.height, src.width, size)
         gcps, gcps_crs = src.gcps
-        georef = Georef(src.transform, src.crs, tuple(gcps), gcps_crs).sampled(src.height / shape[0],
-                                                                              src.width / shape[1])
+        georef, full = Georef(src.transform, src.crs, tuple(gcps), gcps_crs), (src.height, src.width)
         if src.count == 1:  # paletted: class ids
             ids = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-            return north_up(palette[ids], georef, size)
+            return north_up(palette[ids], georef, full, size)
         bands = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
     rgba = np.moveaxis(bands, 0, -1)
     if rgba.shape[-1] == 4:
-        return north_up(np.ascontiguousarray(rgba), georef, size)
+        return north_up(np.ascontiguousarray(rgba), georef, full, size)
     # RGB output: nodata pixels carry the nodata colour; transparent unless a class shares it
     alpha = np.full(rgba.shape[:2], 255, np.uint8)
     nod = palette[0, :3]
     if not (palette[1:, :3] == nod).all(axis=1).any():
         alpha[(rgba == nod).all(axis=-1)] = 0
-    return north_up(np.dstack([rgba, alpha]), georef, size)
+    return north_up(np.dstack([rgba, alpha]), georef, full, size)
 
 
 def encode(rgba: np.ndarray, fmt: str) -> bytes:
