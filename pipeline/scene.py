@@ -97,9 +97,19 @@ class Scene:
         return {"y": t.f + t.e * (np.arange(height) + 0.5), "x": t.c + t.a * (np.arange(width) + 0.5)}
 
     def write_georeferencing(self, obj):
-        """``obj`` (an xarray Dataset or DataArray on this grid) with the scene's georeferencing
-        in its ``spatial_ref`` coordinate, as ``rioxarray.open_rasterio`` writes it: the CRS and
-        the geotransform (identity for GCPs), and the GCPs with their CRS."""
+        """Georeference an xarray object on this grid as ``rioxarray.open_rasterio`` does.
+
+        Parameters
+        ----------
+        obj : xarray.Dataset or xarray.DataArray
+            Dims ``(..., y, x)`` with the scene's shape; needs ``rioxarray`` imported.
+
+        Returns
+        -------
+        xarray.Dataset or xarray.DataArray
+            A copy whose ``spatial_ref`` coordinate holds the CRS, the geotransform (identity
+            for GCPs) and the GCPs with their CRS (GeoJSON), which ``.rio`` reads back.
+        """
         if self.crs:
             obj = obj.rio.write_crs(self.crs)
         obj = obj.rio.write_transform(self.transform)

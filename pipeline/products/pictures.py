@@ -72,8 +72,19 @@ class Georef:
 
 
 def zarr_georef(group) -> Georef:
-    """The georeferencing a Zarr output declares in its ``spatial_ref`` attributes (as rioxarray
-    writes them: ``GeoTransform``, ``crs_wkt``, ``gcps`` as GeoJSON)."""
+    """The georeferencing a Zarr output declares.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The output store, open for reading.
+
+    Returns
+    -------
+    Georef
+        From the ``spatial_ref`` attributes as rioxarray writes them (``GeoTransform``,
+        ``crs_wkt``, ``gcps`` as GeoJSON); identity and no CRS when there are none.
+    """
     import json
 
     from rasterio.control import GroundControlPoint

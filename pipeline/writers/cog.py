@@ -87,7 +87,20 @@ def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
 
 
 def scaled_gcps(gcps, factor: int) -> list[GroundControlPoint]:
-    """``gcps`` on a grid ``factor`` times coarser (row and column divided by ``factor``)."""
+    """GCPs on a grid ``factor`` times coarser.
+
+    Parameters
+    ----------
+    gcps : sequence of rasterio.control.GroundControlPoint
+        Row and column in pixels of the full-resolution grid.
+    factor : int
+        Overview factor (1: unchanged).
+
+    Returns
+    -------
+    list of GroundControlPoint
+        The same ground positions with row and column divided by ``factor``.
+    """
     return [GroundControlPoint(row=g.row / factor, col=g.col / factor, x=g.x, y=g.y, z=g.z, id=g.id, info=g.info)
             for g in gcps]
 
@@ -217,8 +230,19 @@ def stage(classes: da.Array, table: np.ndarray | None, levels: list[Level], bloc
 
 
 def vrt_georeferencing(src) -> str:
-    """The VRT elements that georeference like the open dataset ``src``: ``<GCPList>`` with
-    the GCPs' CRS, or ``<SRS>`` and ``<GeoTransform>``; and its RPC metadata, if any."""
+    """VRT elements that georeference a VRT like a dataset.
+
+    Parameters
+    ----------
+    src : rasterio.io.DatasetReader
+        The open dataset the VRT wraps.
+
+    Returns
+    -------
+    str
+        ``<GCPList>`` with the GCPs' CRS, or ``<SRS>`` and ``<GeoTransform>`` (nothing for a
+        dataset without georeferencing); then its RPC metadata, if any.
+    """
     rpc = src.tags(ns="RPC")
     if rpc:
         items = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in rpc.items())
