@@ -5,6 +5,12 @@ parallel on threads, processes or cluster workers); nothing is read before compu
 xarray is not needed to read: it costs about 0.4 s of imports per run, which matters for a
 command that classifies a Landsat band in about two seconds; :meth:`Scene.to_xarray` gives
 a georeferenced DataArray for those who want one (the Zarr writer uses it).
+
+Georeferencing is kept as the file has it, in the kinds GDAL knows: a CRS with an affine
+geotransform (north-up, south-up, rotated, any pixel shape), ground control points (GCPs) with
+their CRS, or none. An input with none gets one warning line from :func:`open_scene`; rasterio's
+``NotGeoreferencedWarning`` (several lines per file open, from every chunk read and staging
+file) is ignored for that reason.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -22,12 +29,17 @@ import dask.array as da
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.control import GroundControlPoint
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.rpc import RPC
 from rasterio.windows import Window
 
 from .errors import ConfigError, InputError
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
+
+# sceneclass says once per input that it has no georeferencing (see open_scene)
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 #: dtypes sceneclass classifies; 8/16-bit integers get exact full-range histograms.
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -44,6 +56,9 @@ class Scene:
     crs: CRS | None
     transform: Affine
     block_shape: tuple[int, int]
+    gcps: tuple[GroundControlPoint, ...] = ()  # ground control points (transform is then identity)
+    gcps_crs: CRS | None = None  # the CRS of the GCPs' x, y
+    rpcs: RPC | None = None  # rational polynomial coefficients (sensor model), carried into COGs
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -53,11 +68,54 @@ class Scene:
     def dtype(self) -> np.dtype:
         return self.array.dtype
 
+    @property
+    def rectilinear(self) -> bool:
+        """True when the grid's rows and columns follow the CRS axes (transform terms b and d
+        are 0: north-up or south-up, any pixel width and height), so 1-D x/y coordinates exist."""
+        return self.transform.b == 0 and self.transform.d == 0
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the scene has a CRS, GCPs, RPCs or a geotransform other than the identity."""
+        return bool(self.crs or self.gcps or self.rpcs or not self.transform.is_identity)
+
     def coords(self) -> dict[str, np.ndarray]:
-        """Pixel-centre coordinates (north-up grids), as rioxarray gives them."""
+        """1-D pixel-centre coordinates, as ``rioxarray.open_rasterio`` gives them.
+
+        Returns
+        -------
+        dict
+            ``{"y": (height,) float64, "x": (width,) float64}`` in CRS units for a rectilinear
+            grid (``x[j], y[i]`` is ``transform * (j + 0.5, i + 0.5)``, any sign of the pixel
+            size); empty for a rotated grid or GCPs, which have no 1-D coordinates (their
+            position comes from the transform or the GCPs).
+        """
+        if self.gcps or not self.rectilinear:
+            return {}
         t = self.transform
         height, width = self.shape
         return {"y": t.f + t.e * (np.arange(height) + 0.5), "x": t.c + t.a * (np.arange(width) + 0.5)}
+
+    def write_georeferencing(self, obj):
+        """Georeference an xarray object on this grid as ``rioxarray.open_rasterio`` does.
+
+        Parameters
+        ----------
+        obj : xarray.Dataset or xarray.DataArray
+            Dims ``(..., y, x)`` with the scene's shape; needs ``rioxarray`` imported.
+
+        Returns
+        -------
+        xarray.Dataset or xarray.DataArray
+            A copy whose ``spatial_ref`` coordinate holds the CRS, the geotransform (identity
+            for GCPs) and the GCPs with their CRS (GeoJSON), which ``.rio`` reads back.
+        """
+        if self.crs:
+            obj = obj.rio.write_crs(self.crs)
+        obj = obj.rio.write_transform(self.transform)
+        if self.gcps:
+            obj = obj.rio.write_gcps(list(self.gcps), self.gcps_crs)
+        return obj
 
     def to_xarray(self):
         """A georeferenced (y, x) xarray.DataArray over the same lazy array."""
@@ -68,9 +126,7 @@ class Scene:
         import xarray as xr
 
         arr = xr.DataArray(self.array, dims=("y", "x"), coords=self.coords(), name="band_%d" % self.band)
-        if self.crs:
-            arr = arr.rio.write_crs(self.crs)
-        return arr.rio.write_transform(self.transform)
+        return self.write_georeferencing(arr)
 
 
 #: name prefix of the dask arrays :func:`open_scene` reads (see :func:`file_backed`)
@@ -153,6 +209,8 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
             with rasterio.open(src_path) as src:
                 count, dtype, declared = src.count, np.dtype(src.dtypes[0]), src.nodata
                 crs, transform = src.crs, src.transform
+                gcps, gcps_crs = src.gcps
+                rpcs = src.rpcs
                 block = src.block_shapes[0]
                 height, width = src.height, src.width
         except rasterio.errors.RasterioIOError as e:
@@ -168,9 +226,13 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
         read_window, src_path, band, chunks=(chunk_tuple(height, cy), chunk_tuple(width, cx)),
         dtype=dtype, meta=np.empty((0, 0), dtype), name=f"{READ_PREFIX}{token}",
     )
-    return Scene(
+    scene = Scene(
         path=path, band=band, array=array,
         nodata=resolve_nodata(declared, nodata, dtype),
         crs=crs, transform=transform, block_shape=tuple(block),
+        gcps=tuple(gcps), gcps_crs=gcps_crs if gcps else None, rpcs=rpcs,
     )
+    if not scene.georeferenced:
+        log.warning("%s has no georeferencing (no CRS, transform or GCPs): the output is in pixel coordinates", path)
+    return scene
 

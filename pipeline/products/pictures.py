@@ -4,6 +4,11 @@
   for a COG, a decimated read (rasterio ``out_shape``, nearest) that GDAL serves from the
   internal overview closest to the asked size; for Zarr, a strided read of ``classes``. Class ids
   are coloured with the legend's palette; nodata is transparent in PNG (RGBA) and white in JPEG.
+  Drawn north-up with square ground pixels, as GDAL and QGIS show the output on a map: a
+  south-up, mirrored, rotated or non-square-pixel grid, or one georeferenced by GCPs, is warped
+  (nearest neighbour, ``rasterio.warp.reproject``) onto a north-up grid in its own CRS that
+  covers its footprint (outside it: transparent). A raster without georeferencing is drawn in
+  raster orientation.
 * Histogram plot (matplotlib, Agg canvas, imported only here): the global histogram of the valid
   pixels -- 8/16-bit data: the exact histogram of the statistics pass (no read); other dtypes:
   a 65,536-bin histogram between min and max, shared with ``natural_breaks`` when it ran,
@@ -16,9 +21,12 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
 
 from ..kernels import classify_values
 from .styles import palette_from_legend
@@ -30,6 +38,9 @@ LEGEND_ROW_H = 24
 LEGEND_SWATCH = (LEGEND_MARGIN, 4, LEGEND_MARGIN + 36, LEGEND_ROW_H - 4)  # x0, y0, x1, y1 in a row
 LEGEND_WIDTH = 320  # at least; wider when the labels need it
 DISPLAY_BARS = 256
+#: the CRS given to GDAL's warper, on both sides, for a grid with a transform but no CRS: the
+#: same CRS on both sides means no reprojection, only the affine resampling onto a north-up grid
+STAND_IN_CRS = CRS.from_epsg(3857)
 
 
 # ------------------------------------------------------------------------------ quicklook
@@ -41,33 +52,138 @@ def quicklook_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height / scale)), max(1, round(width / scale))
 
 
+@dataclass(frozen=True)
+class Georef:
+    """How a raster (or a decimated sample of it) is placed on the ground: an affine
+    ``transform`` in ``crs``, or ``gcps`` in ``gcps_crs`` (the transform is then identity)."""
+
+    transform: Affine
+    crs: CRS | None = None
+    gcps: tuple = ()
+    gcps_crs: CRS | None = None
+
+    def sampled(self, sy: float, sx: float) -> "Georef":
+        """The georeferencing of a sample ``sy`` times coarser in rows, ``sx`` in columns."""
+        from rasterio.control import GroundControlPoint
+
+        gcps = tuple(GroundControlPoint(row=g.row / sy, col=g.col / sx, x=g.x, y=g.y, z=g.z, id=g.id, info=g.info)
+                     for g in self.gcps)
+        return Georef(self.transform * Affine.scale(sx, sy), self.crs, gcps, self.gcps_crs)
+
+
+def zarr_georef(group) -> Georef:
+    """The georeferencing a Zarr output declares.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The output store, open for reading.
+
+    Returns
+    -------
+    Georef
+        From the ``spatial_ref`` attributes as rioxarray writes them (``GeoTransform``,
+        ``crs_wkt``, ``gcps`` as GeoJSON); identity and no CRS when there are none.
+    """
+    import json
+
+    from rasterio.control import GroundControlPoint
+
+    attrs = dict(group["spatial_ref"].attrs) if "spatial_ref" in group else {}
+    gt = attrs.get("GeoTransform")
+    transform = Affine.from_gdal(*map(float, gt.split())) if gt else Affine.identity()
+    crs = CRS.from_wkt(attrs["crs_wkt"]) if attrs.get("crs_wkt") else None
+    gcps = tuple(
+        GroundControlPoint(row=f["properties"]["row"], col=f["properties"]["col"], x=f["geometry"]["coordinates"][0],
+                           y=f["geometry"]["coordinates"][1], z=(f["geometry"]["coordinates"][2:] or [None])[0],
+                           id=f["properties"]["id"], info=f["properties"]["info"])
+        for f in json.loads(attrs["gcps"])["features"]) if attrs.get("gcps") else ()
+    return Georef(transform, None if gcps else crs, gcps, crs if gcps else None)
+
+
+def north_up(rgba: np.ndarray, georef: Georef, shape: tuple[int, int], size: int) -> np.ndarray:
+    """``rgba`` drawn north-up with square ground pixels, as a map shows it.
+
+    Parameters
+    ----------
+    rgba : (rows, cols, 4) uint8
+        The picture in raster orientation: a decimated sample of the whole raster.
+    georef : Georef
+        The georeferencing of the full-resolution raster.
+    shape : (int, int)
+        The full-resolution raster's (rows, cols).
+    size : int
+        The longest side of the result at most, in pixels.
+
+    Returns
+    -------
+    (rows', cols', 4) uint8
+        ``rgba`` itself when it is north-up with square pixels or has no georeferencing;
+        otherwise warped (nearest neighbour) onto a north-up grid in the same CRS covering its
+        footprint, pixels the footprint misses transparent. The ground pixel is the sample's
+        finest spacing, coarser if the longest side would exceed ``size``.
+    """
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    h, w = rgba.shape[:2]
+    full = georef.transform
+    if not georef.gcps and full.is_identity:
+        return rgba  # no georeferencing: pixel coordinates, raster orientation
+    if full.b == 0 and full.d == 0 and full.a > 0 and full.e < 0 and math.isclose(full.a, -full.e, rel_tol=1e-9):
+        return rgba  # north-up, square pixels
+    georef = georef.sampled(shape[0] / h, shape[1] / w)
+    t = georef.transform
+    if georef.gcps:
+        crs = georef.gcps_crs or STAND_IN_CRS
+        guess, gw, gh = calculate_default_transform(crs, crs, w, h, gcps=list(georef.gcps))
+        left, top, right, bottom = guess.c, guess.f, guess.c + guess.a * gw, guess.f + guess.e * gh
+        fine = min(abs(guess.a), abs(guess.e))
+        source = {"gcps": list(georef.gcps), "src_crs": crs}
+    else:
+        crs = georef.crs or STAND_IN_CRS
+        xs, ys = t * (np.array([0, w, 0, w]), np.array([0, 0, h, h]))
+        left, right, bottom, top = xs.min(), xs.max(), ys.min(), ys.max()
+        fine = min(math.hypot(t.a, t.d), math.hypot(t.b, t.e))
+        source = {"src_transform": t, "src_crs": crs}
+    res = max(fine, max(right - left, top - bottom) / size)
+    cols, rows = (max(1, min(size, round(n / res))) for n in (right - left, top - bottom))
+    out = np.zeros((4, rows, cols), np.uint8)  # alpha 0 outside the footprint
+    reproject(np.ascontiguousarray(np.moveaxis(rgba, -1, 0)), out, dst_transform=Affine(res, 0, left, 0, -res, top),
+              dst_crs=crs, resampling=Resampling.nearest, **source)
+    return np.ascontiguousarray(np.moveaxis(out, 0, -1))
+
+
 def quicklook_rgba(output: Path, fmt: str, mode: str, palette: np.ndarray, size: int) -> np.ndarray:
-    """(rows, cols, 4) uint8 RGBA of the written output, decimated (overviews / strided read)."""
+    """(rows, cols, 4) uint8 RGBA of the written output, decimated (overviews / strided read),
+    drawn north-up with square ground pixels (:func:`north_up`)."""
     if fmt == "zarr":
         import zarr
 
-        z = zarr.open_group(str(output), mode="r")["classes"]
+        group = zarr.open_group(str(output), mode="r")
+        z = group["classes"]
         h, w = z.shape
         step = max(1, math.ceil(max(h, w) / size))
-        return palette[np.asarray(z[::step, ::step])]
+        return north_up(palette[np.asarray(z[::step, ::step])], zarr_georef(group), (h, w), size)
     import rasterio
     from rasterio.enums import Resampling
 
     with rasterio.open(output) as src:
         shape = quicklook_shape(src.height, src.width, size)
+        gcps, gcps_crs = src.gcps
+        georef, full = Georef(src.transform, src.crs, tuple(gcps), gcps_crs), (src.height, src.width)
         if src.count == 1:  # paletted: class ids
             ids = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-            return palette[ids]
+            return north_up(palette[ids], georef, full, size)
         bands = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
     rgba = np.moveaxis(bands, 0, -1)
     if rgba.shape[-1] == 4:
-        return np.ascontiguousarray(rgba)
+        return north_up(np.ascontiguousarray(rgba), georef, full, size)
     # RGB output: nodata pixels carry the nodata colour; transparent unless a class shares it
     alpha = np.full(rgba.shape[:2], 255, np.uint8)
     nod = palette[0, :3]
     if not (palette[1:, :3] == nod).all(axis=1).any():
         alpha[(rgba == nod).all(axis=-1)] = 0
-    return np.dstack([rgba, alpha])
+    return north_up(np.dstack([rgba, alpha]), georef, full, size)
 
 
 def encode(rgba: np.ndarray, fmt: str) -> bytes:

@@ -11,7 +11,8 @@ GDAL's COG driver is copy-only (before GDAL 3.13), so the write is two steps:
    Each task returns its class counts, so the legend comes out of the same pass.
 2. **Assembly, once.** GDAL copies the staging file into the COG: tiles compressed on all
    cores (``NUM_THREADS``), internal overviews (nearest or mode), colour table, nodata and
-   georeferencing carried over. The COG is written under a temporary name and renamed.
+   georeferencing carried over (CRS and geotransform, or GCPs and their CRS; RPCs). The COG is
+   written under a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 import dask
 import dask.array as da
@@ -31,6 +32,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp
 
 from .. import kernels
@@ -84,12 +86,37 @@ def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
     return factors
 
 
+def scaled_gcps(gcps, factor: int) -> list[GroundControlPoint]:
+    """GCPs on a grid ``factor`` times coarser.
+
+    Parameters
+    ----------
+    gcps : sequence of rasterio.control.GroundControlPoint
+        Row and column in pixels of the full-resolution grid.
+    factor : int
+        Overview factor (1: unchanged).
+
+    Returns
+    -------
+    list of GroundControlPoint
+        The same ground positions with row and column divided by ``factor``.
+    """
+    return [GroundControlPoint(row=g.row / factor, col=g.col / factor, x=g.x, y=g.y, z=g.z, id=g.id, info=g.info)
+            for g in gcps]
+
+
 def create_level(path: Path, scene, factor: int, palette: np.ndarray, bands: int, blocksize: int) -> Level:
     """Create one staging level (GDAL pre-allocates every tile) and read back the tile offsets."""
     height, width = (max(1, n // factor) for n in scene.shape)  # GDAL's overview sizes
+    if scene.gcps:  # GCPs carry their own CRS; the geotransform stays unset
+        georef = {"gcps": scaled_gcps(scene.gcps, factor), "crs": scene.gcps_crs}
+    else:
+        georef = {"crs": scene.crs, "transform": scene.transform * Affine.scale(factor)}
+    if scene.rpcs is not None and factor == 1:  # overviews are pixels only (see vrt_with_overviews)
+        georef["rpcs"] = scene.rpcs
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": "uint8",
-        "crs": scene.crs, "transform": scene.transform * Affine.scale(factor), "tiled": True,
+        **georef, "tiled": True,
         "blockxsize": blocksize, "blockysize": blocksize, "compress": "none",
         "interleave": "pixel", "bigtiff": "IF_SAFER", "sparse_ok": False,
         "nodata": 0 if bands == 1 else None,
@@ -202,6 +229,41 @@ def stage(classes: da.Array, table: np.ndarray | None, levels: list[Level], bloc
     return parts.sum(axis=(0, 1), dtype=np.int64)
 
 
+def vrt_georeferencing(src) -> str:
+    """VRT elements that georeference a VRT like a dataset.
+
+    Parameters
+    ----------
+    src : rasterio.io.DatasetReader
+        The open dataset the VRT wraps.
+
+    Returns
+    -------
+    str
+        ``<GCPList>`` with the GCPs' CRS, or ``<SRS>`` and ``<GeoTransform>`` (nothing for a
+        dataset without georeferencing); then its RPC metadata, if any.
+    """
+    rpc = src.tags(ns="RPC")
+    if rpc:
+        items = "".join(f"<MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in rpc.items())
+        rpc = f'<Metadata domain="RPC">{items}</Metadata>'
+    return _vrt_grid(src) + (rpc or "")
+
+
+def _vrt_grid(src) -> str:
+    gcps, gcps_crs = src.gcps
+    if gcps:
+        points = "".join(
+            f"<GCP Id={quoteattr(g.id or '')} Info={quoteattr(g.info or '')} Pixel=\"{float(g.col)!r}\" "
+            f"Line=\"{float(g.row)!r}\" X=\"{float(g.x)!r}\" Y=\"{float(g.y)!r}\" Z=\"{float(g.z or 0.0)!r}\"/>"
+            for g in gcps)
+        return f"<GCPList Projection={quoteattr(gcps_crs.to_wkt() if gcps_crs else '')}>{points}</GCPList>"
+    if src.crs is None and src.transform.is_identity:
+        return ""  # no georeferencing (as GDAL's own VRT of such a file has none)
+    return (f"<SRS>{escape(src.crs.to_wkt()) if src.crs else ''}</SRS>"
+            f"<GeoTransform>{', '.join(repr(v) for v in src.transform.to_gdal())}</GeoTransform>")
+
+
 def vrt_with_overviews(levels: list[Level], path: Path) -> Path:
     """A VRT over the full-resolution staging file that declares the other levels as its
     overviews, so GDAL's COG driver copies them instead of computing its own."""
@@ -209,10 +271,7 @@ def vrt_with_overviews(levels: list[Level], path: Path) -> Path:
         bands = src.count
         cmap = src.colormap(1) if bands == 1 else None
         interp = [c.name.capitalize() for c in src.colorinterp]
-        head = (f'<VRTDataset rasterXSize="{src.width}" rasterYSize="{src.height}">'
-                f"<SRS>{escape(src.crs.to_wkt()) if src.crs else ''}</SRS>"
-                f"<GeoTransform>{', '.join(repr(v) for v in src.transform.to_gdal())}</GeoTransform>")
-    parts = [head]
+        parts = [f'<VRTDataset rasterXSize="{src.width}" rasterYSize="{src.height}">', vrt_georeferencing(src)]
     for b in range(1, bands + 1):
         parts.append(f'<VRTRasterBand dataType="Byte" band="{b}">')
         if cmap is not None:

@@ -1,6 +1,19 @@
 """Zarr writer: class ids (and optionally colours) chunked like the processing tiles, georeferenced
-so that ``xarray.open_zarr(...).rio`` recovers the CRS and transform. Every chunk is written by
-the task that computed it, with no lock (chunks are aligned one to one)."""
+as ``rioxarray.open_rasterio`` georeferences the input, so that ``xarray.open_zarr(...).rio``
+recovers the CRS, the transform and the GCPs:
+
+* rectilinear grids (north-up, south-up, any pixel shape): 1-D ``x``/``y`` pixel-centre
+  coordinates and the geotransform;
+* rotated grids: the geotransform only. 1-D coordinates cannot describe them, and 2-D ones
+  (rioxarray's ``xc``/``yc``) would cost 16 bytes per pixel, 16 times the class ids; the
+  position of pixel (row, col) is ``ds.rio.transform() * (col + 0.5, row + 0.5)``;
+* GCPs: the GCPs and their CRS (``ds.rio.get_gcps()``, ``ds.rio.crs``), no x/y coordinates.
+
+RPCs have no place in a Zarr store that GDAL or rioxarray read: a scene with RPCs gets a
+warning that the Zarr output leaves them out.
+
+Every chunk is written by the task that computed it, with no lock (chunks are aligned one to
+one)."""
 
 from __future__ import annotations
 
@@ -36,8 +49,10 @@ def _dataset(classes: da.Array, colours: da.Array | None, scene):
         ds["colour"] = (("band", "y", "x"), colours)
         ds = ds.assign_coords(band=("band", np.arange(1, bands + 1)))  # GDAL-style 1-based bands
         ds["colour"].attrs["band_names"] = ["red", "green", "blue", "alpha"][:bands]
-    ds = ds.rio.write_crs(scene.crs) if scene.crs else ds
-    ds = ds.rio.write_transform(scene.transform)
+    ds = scene.write_georeferencing(ds)
+    if scene.rpcs is not None:
+        log.warning("%s: its RPCs are left out of the Zarr output (Zarr has no place for them that GDAL or "
+                    "rioxarray read; a COG output keeps them)", scene.path)
     for name in ds.data_vars:  # list spatial_ref as a coordinate, so plain open_zarr georeferences
         ds[name].encoding["coordinates"] = "spatial_ref"
     return ds
