@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.classify import class_counts, classify, colorize, counts_from_hist, fit
+from pipeline.core import class_counts, classify, colorize, counts_from_hist, fit
 from pipeline.jobs.config import EqualInterval, Manual, Quantile, build_config
 from pipeline.scene import Scene, open_scene
 from pipeline.jobs.progress import ComputeCounter

@@ -15,7 +15,7 @@ from .. import kernels
 from .scheduler import LOCAL_SCHEDULERS, runtime
 from .atomic import partial_path
 from .._engine.decoded import DecodedChunks, keep_place
-from ..classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
+from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
 from ..errors import ConfigError
 from ..scene import Scene, is_url, open_scene, raster_errors
