@@ -101,7 +101,7 @@ def run(cfg: RunConfig) -> RunResult:
         finally:
             if keep is not None:
                 keep.remove()
-    fitted.stats._scene = scene  # later passes (e.g. a histogram plot) read the input, not the removed store
+    fitted.stats.scene = scene  # later passes (e.g. a histogram plot) read the input, not the removed store
     legend = legend_of(counts)
     if legend["classes_effective"] < len(legend["classes"]):
         log.warning("%s: %d of %d classes hold pixels (empty: %s)", legend["scheme"],
