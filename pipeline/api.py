@@ -16,6 +16,7 @@ from typing import Any, Literal
 import dask
 import dask.array as da
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -89,7 +90,7 @@ def _georef(data: xr.DataArray):
     except Exception:
         crs = None
     try:
-        transform = data.rio.transform(recalc=True)
+        transform = data.rio.transform()
     except Exception:
         transform = Affine.identity()
     return crs, transform

@@ -59,7 +59,8 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-#: defaults of the common options (set once, on the main parser)
+#: defaults of the common options (filled in after parsing: a subcommand's own defaults would
+#: otherwise overwrite what was given before the command)
 COMMON_DEFAULTS = {"verbose": 0, "quiet": False, "progress": None, "log_file": None, "log_format": "text"}
 
 
@@ -68,7 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     common = _common_options()
     p = argparse.ArgumentParser(prog="sceneclass", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=fmt, parents=[common])
-    p.set_defaults(**COMMON_DEFAULTS)
     p.add_argument("--version", action="version", version=f"sceneclass {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -236,6 +236,9 @@ def _fail(args, message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for key, value in COMMON_DEFAULTS.items():  # common options given neither before nor after the command
+        if not hasattr(args, key):
+            setattr(args, key, value)
     _setup_logging(args)
     from .errors import SceneclassError
 
