@@ -141,7 +141,7 @@ def to_scene(data: xr.DataArray, *, nodata: float | None | str = _AUTO) -> Scene
     source = data.encoding.get("source") or (str(data.name) if data.name is not None else "<DataArray>")
     return Scene(path=source, band=band, array=_dask(plane),
                  nodata=resolve_nodata(_declared_nodata(data), setting, dtype),
-                 crs=crs, transform=transform, block_shape=(1, 1))
+                 crs=crs, transform=transform)
 
 
 def scheme_config(scheme: str | BaseModel = "equal_interval", **options: Any) -> BaseModel:
@@ -371,7 +371,7 @@ def _class_plane(classes: xr.DataArray) -> tuple[xr.DataArray, Scene]:
         raise ConfigError(f"classes: expected uint8 class ids (from pipeline.classify()), got {plane.dtype}")
     crs, transform = _georef(plane)
     return plane, Scene(path=str(classes.name), band=band, array=_dask(plane), nodata=0, crs=crs,
-                        transform=transform, block_shape=(1, 1))
+                        transform=transform)
 
 
 def colorize(classes: xr.DataArray, *, palette: Any = None, mode: Literal["rgb", "rgba"] = "rgb") -> xr.DataArray:

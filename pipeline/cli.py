@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         from contextlib import nullcontext
 
         from .jobs.batch import run_batch
-        from .jobs.progress import TqdmProgress
+        from .jobs.progress import progress_bars
 
         if args.command == "demo":
             from .jobs.demo import demo_config
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides.append(f"dask.scheduler={args.scheduler}")
             cfg = load_config(args.config, overrides)
         force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
-        with TqdmProgress() if progress else nullcontext():
+        with progress_bars() if progress else nullcontext():
             batch = run_batch(cfg, force=force, dry_run=dry_run)
         if cfg.input is not None and batch.failed:  # a single scene: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)

@@ -75,7 +75,7 @@ def classify(scene: Scene, fitted: Fit) -> da.Array:
     if lut is not None:
         return x.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     return x.map_blocks(
-        kernels.classify_block, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
+        kernels.classify_values, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
     )
 
 

@@ -3,8 +3,8 @@
 Each chunk is one windowed read with rasterio (a file handle per task, so reads run in
 parallel on threads, processes or cluster workers); nothing is read before compute.
 xarray is not needed to read: it costs about 0.4 s of imports per run, which matters for a
-command that classifies a Landsat band in about two seconds; :meth:`Scene.to_xarray` gives
-a georeferenced DataArray for those who want one (the Zarr writer uses it).
+command that classifies a Landsat band in about two seconds. A DataArray becomes a Scene
+through :func:`pipeline.api.to_scene`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class Scene:
     nodata: float | None  # the value treated as nodata (NaN is always nodata for floats)
     crs: CRS | None
     transform: Affine
-    block_shape: tuple[int, int]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -58,19 +57,6 @@ class Scene:
         t = self.transform
         height, width = self.shape
         return {"y": t.f + t.e * (np.arange(height) + 0.5), "x": t.c + t.a * (np.arange(width) + 0.5)}
-
-    def to_xarray(self):
-        """A georeferenced (y, x) xarray.DataArray over the same lazy array."""
-        from ._engine.deferred import allow
-
-        allow()
-        import rioxarray  # noqa: F401  (registers .rio)
-        import xarray as xr
-
-        arr = xr.DataArray(self.array, dims=("y", "x"), coords=self.coords(), name="band_%d" % self.band)
-        if self.crs:
-            arr = arr.rio.write_crs(self.crs)
-        return arr.rio.write_transform(self.transform)
 
 
 #: name prefix of the dask arrays :func:`open_scene` reads (see :func:`file_backed`)
@@ -171,6 +157,6 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
     return Scene(
         path=path, band=band, array=array,
         nodata=resolve_nodata(declared, nodata, dtype),
-        crs=crs, transform=transform, block_shape=tuple(block),
+        crs=crs, transform=transform,
     )
 

@@ -103,3 +103,10 @@ def test_global_options_before_the_command(tmp_path):
     assert loud.returncode == 0 and " INFO " in loud.stderr
     log = tmp_path / "log.txt"
     assert sceneclass("--log-file", log, "run", cfg, "--force").returncode == 0 and "wrote" in log.read_text()
+
+
+def test_progress_bars_name_the_passes(tmp_path):
+    res = sceneclass("classify", data_path(B2), tmp_path / "o.tif", "--progress", "--set", "processing.chunk=512")
+    assert res.returncode == 0, res.stderr
+    finished = [line.split(":")[0] for line in res.stderr.replace("\r", "\n").splitlines() if "100%|" in line]
+    assert finished == ["statistics", "classify+write"], res.stderr

@@ -281,7 +281,7 @@ def scenes(draw):
 
 def _mem_scene(arr: np.ndarray, nodata, chunks) -> Scene:
     return Scene(path="memory", band=1, array=da.from_array(arr, chunks=chunks), nodata=None if nodata is None else float(nodata),
-                 crs=None, transform=Affine.identity(), block_shape=(1, 1))
+                 crs=None, transform=Affine.identity())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
