@@ -42,24 +42,23 @@ _AUTO = "auto"
 
 # ------------------------------------------------------------------------------ inputs
 def _plane(data: xr.DataArray, what: str = "data") -> tuple[xr.DataArray, int]:
-    """The (y, x) plane of ``data`` and its band number: a single band is squeezed, more refused."""
+    """The (y, x) plane of ``data`` and its band number: other dimensions of length 1 (a band,
+    a time) are squeezed; a longer one is refused."""
     if not isinstance(data, xr.DataArray):
         raise TypeError(f"{what}: expected an xarray.DataArray, got {type(data).__name__}")
+    if data.ndim < 2:
+        raise ConfigError(f"{what}: expected a 2-D (y, x) array, got dimensions {data.dims}")
+    y, x = _spatial_dims(data)
     band = 1
-    if data.ndim == 3:
-        extra = [d for d in data.dims if d not in _spatial_dims(data)]
-        dim = extra[0] if len(extra) == 1 else data.dims[0]
+    for dim in [d for d in data.dims if d not in (y, x)]:
         if data.sizes[dim] != 1:
             raise ConfigError(
                 f"{what}: has {data.sizes[dim]} {dim}s along '{dim}'; classify one at a time, "
                 f"e.g. data.isel({dim}=0)"
             )
-        if dim in data.coords and np.issubdtype(data[dim].dtype, np.integer):
+        if dim == "band" and dim in data.coords and np.issubdtype(data[dim].dtype, np.integer):
             band = int(data[dim].values[0])
         data = data.isel({dim: 0})
-    if data.ndim != 2:
-        raise ConfigError(f"{what}: expected a 2-D (y, x) array, got dimensions {data.dims}")
-    y, x = _spatial_dims(data)
     return data.transpose(y, x), band
 
 

@@ -253,6 +253,12 @@ def test_refused_inputs(tmp_path):
     with pytest.raises(ConfigError, match="has 4 bands along 'band'; classify one at a time"):
         sc.fit(rgbn)
     assert sc.fit(rgbn.isel(band=[2]), count=3).scene.band == 3  # one band: squeezed, its number kept
+    stacked = rgbn.isel(band=[0]).expand_dims(time=1)  # (time, band, y, x), as stackstac gives
+    assert np.array_equal(sc.fit(stacked, count=3).edges, sc.fit(rgbn.isel(band=0), count=3).edges)
+    with pytest.raises(ConfigError, match="has 2 times along 'time'"):
+        sc.fit(xr.concat([stacked, stacked], "time"))
+    with pytest.raises(ConfigError, match="expected a 2-D"):
+        sc.fit(xr.DataArray(np.zeros(3, np.uint8), dims=("x",)))
     with pytest.raises(ConfigError, match="fit: count: Input should be less than or equal to 254"):
         sc.fit(open_da(B2), scheme="quantile", count=300)
     with pytest.raises(ConfigError, match="fit: breaks: required key is missing"):
