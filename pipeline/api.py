@@ -510,7 +510,8 @@ def write_cog(classes: xr.DataArray, path: str | Path, *, palette: Any = None, l
     Raises
     ------
     ConfigError
-        Invalid options, ``classes`` not uint8 class ids, or ``path`` exists with ``overwrite=False``.
+        Invalid options, ``classes`` not uint8 class ids, ``path`` exists with ``overwrite=False``,
+        or translucent colours for a paletted COG.
     SceneclassError
         GDAL failed to write (the message names the path).
     """
@@ -520,6 +521,9 @@ def write_cog(classes: xr.DataArray, path: str | Path, *, palette: Any = None, l
     plane, scene = _class_plane(classes)
     table = _table(classes, palette, legend)
     n = len(table) - 1
+    if mode == "paletted" and (table[1:, 3] != 255).any():
+        raise ConfigError("palette: translucent colours, but a GeoTIFF colour table stores no alpha; "
+                          "use mode='rgba', write_zarr, or opaque colours")
 
     def write() -> Path:
         from .writers.cog import write_cog as cog

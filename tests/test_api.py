@@ -276,6 +276,10 @@ def test_refused_inputs(tmp_path):
         sc.write_cog(classes, tmp_path / "y.tif", blocksize=100)
     with pytest.raises(ConfigError, match="expected uint8 class ids"):
         sc.write_cog(data, tmp_path / "z.tif")
+    with pytest.raises(ConfigError, match="colour table stores no alpha"):
+        sc.write_cog(classes, tmp_path / "t.tif", palette=["#ff000080", "#00ff00", "#0000ff"])
+    with pytest.raises(ConfigError, match="palette.name: unknown colormap"):
+        sc.write_cog(classes, tmp_path / "t.tif", palette="no_such_map")
     assert (tmp_path / "x.tif").read_bytes() == b"keep" and sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]
 
 
