@@ -12,21 +12,74 @@ from . import __version__
 log = logging.getLogger("sceneclass")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sceneclass", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"sceneclass {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+DESCRIPTION = """\
+Classify a satellite raster band into value classes (equal interval, quantile, natural breaks,
+...) and write them, coloured, as a Cloud-Optimized GeoTIFF or Zarr store with a JSON legend.
+Scenes larger than memory are read and written tile by tile."""
+
+EXIT_CODES = """\
+exit codes:
+  0    done: every output is complete and correct
+  1    an input could not be read (missing, damaged, unsupported)
+  2    the config or the command line is wrong
+  3    another run holds the output folder's lock
+  4    an output could not be written
+  5    the data cannot be classified as configured
+  70   internal error (a bug: rerun with -vv and report the log)
+  130  interrupted (SIGINT, Ctrl-C); 143: terminated (SIGTERM)"""
+
+EPILOG = EXIT_CODES + """
+
+examples:
+  sceneclass demo                                   generate a Landsat-sized scene and classify it
+  sceneclass classify B10.TIF b10_classes.tif --scheme quantile -k 10 --palette viridis
+  sceneclass run job.yaml --set classes.count=10    classify as a YAML config says
+  sceneclass COMMAND --help                         the options of one command"""
+
+CLASSIFY_EPILOG = """\
+The same run as `sceneclass run` with a config holding input, output.path, band, nodata,
+classes and palette: the outputs, legend, manifest and exit codes are identical.
+
+example:
+  sceneclass classify LC08_B2.TIF b2_classes.tif --scheme quantile -k 10 --nodata 0
+
+""" + EXIT_CODES
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted before or after the command (``sceneclass -v run x.yaml``)."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("-v", "--verbose", action="count", help="more log output (-vv for debug)")
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    common.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+    common.add_argument("--progress", action=argparse.BooleanOptionalAction,
                         help="progress bars on stderr (default: when stderr is a terminal)")
     common.add_argument("--log-file", metavar="PATH", help="also append log records to this file")
-    common.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="json: one JSON object per log record (for schedulers)")
+    common.add_argument("--log-format", choices=("text", "json"),
+                        help="json: one JSON object per log record (for schedulers); default text")
+    return common
+
+
+#: defaults of the common options (filled in after parsing: a subcommand's own defaults would
+#: otherwise overwrite what was given before the command)
+COMMON_DEFAULTS = {"verbose": 0, "quiet": False, "progress": None, "log_file": None, "log_format": "text"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    common = _common_options()
+    p = argparse.ArgumentParser(prog="sceneclass", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=fmt, parents=[common])
+    p.add_argument("--version", action="version", version=f"sceneclass {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="classify a scene as a YAML config says")
-    run.add_argument("config", help="YAML config file")
+    def add(name: str, help: str, description: str, epilog: str = EXIT_CODES) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help, description=description, epilog=epilog,
+                              formatter_class=fmt)
+
+    run = add("run", "classify one scene or a batch as a YAML config says",
+              "Classify the scene(s) a YAML config names. Outputs appear only when complete; outputs\n"
+              "whose manifest says they are up to date are skipped (see --force).")
+    run.add_argument("config", help="YAML config file (input or inputs, output.path, classes, palette, ...)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a config value, e.g. --set classes.count=10 (repeatable)")
     run.add_argument("--force", action="store_true", help="redo outputs even when their manifest says up to date")
@@ -35,17 +88,94 @@ def _parser() -> argparse.ArgumentParser:
                      help="dask scheduler: threads, processes, synchronous, local or tcp://host:8786 "
                           "(same as --set dask.scheduler=...)")
 
-    val = sub.add_parser("validate", parents=[common], help="check a config without reading pixels")
-    val.add_argument("config")
-    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    cls = add("classify", "classify one raster band without a config file",
+              "Classify band --band of IN into OUT (.tif: a COG, .zarr: a Zarr store) with a legend beside it.",
+              CLASSIFY_EPILOG)
+    cls.add_argument("input", metavar="IN", help="input raster (a path or an http(s):// URL)")
+    cls.add_argument("output", metavar="OUT", help="output path: NAME.tif (COG) or NAME.zarr")
+    cls.add_argument("--scheme", default="equal_interval", metavar="NAME",
+                     help="equal_interval (default), quantile, natural_breaks, manual, std_mean, "
+                          "head_tail_breaks, percentiles or box_plot")
+    cls.add_argument("-k", "--count", type=int, metavar="N",
+                     help="number of classes (equal_interval, quantile, natural_breaks; default 20 / 5)")
+    cls.add_argument("--breaks", type=_numbers, metavar="E0,E1,...", help="manual: the class edges, increasing")
+    cls.add_argument("--multiples", type=_numbers, metavar="M,...",
+                     help="std_mean: edges at mean + M x standard deviation (default -2,-1,1,2)")
+    cls.add_argument("--pct", type=_numbers, metavar="P,...",
+                     help="percentiles: where the classes end, the last 100 (default 1,10,50,90,99,100)")
+    cls.add_argument("--hinge", type=float, help="box_plot: fences at this many IQRs (default 1.5)")
+    cls.add_argument("--max-classes", type=int, metavar="N", help="head_tail_breaks: at most N classes")
+    cls.add_argument("--palette", metavar="NAME", help="colormap: viridis (default), magma, inferno, plasma, "
+                                                       "cividis, turbo or any matplotlib name")
+    cls.add_argument("--nodata", metavar="VALUE",
+                     help="the value that marks missing pixels: a number, 'file' (default: what the file "
+                          "declares) or 'none'")
+    cls.add_argument("--band", type=int, default=1, metavar="N", help="band to classify, 1-based (default 1)")
+    cls.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="any other config value, e.g. --set output.mode=rgba (repeatable)")
+    cls.add_argument("--force", action="store_true", help="redo the output even when its manifest says up to date")
 
-    demo = sub.add_parser("demo", parents=[common],
-                          help="generate a Landsat-sized scene and classify it (the built-in default job)")
-    demo.add_argument("--out", default="sceneclass-demo", help="folder for the scene and outputs")
+    val = add("validate", "check a config without reading pixels",
+              "Validate a YAML config (and --set overrides) and print it with every default filled in.\n"
+              "Reads no pixels; exit code 2 and one line naming the key when it is wrong.")
+    val.add_argument("config", help="YAML config file to check")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a config value before checking (repeatable)")
+
+    demo = add("demo", "generate a Landsat-sized scene and classify it (the built-in default job)",
+               "Generate a synthetic Landsat-like uint16 scene (once) and classify it into 20 equal-interval\n"
+               "classes coloured with viridis, as a paletted COG with a legend.")
+    demo.add_argument("--out", default="sceneclass-demo", help="folder for the scene and outputs (default sceneclass-demo)")
     demo.add_argument("--size", default="1x", help="scene size: 1x (7811 x 7931), 4x, 16x or HxW")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="random seed of the generated scene (same seed, same scene; default 0)")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                      help="override a value of the default job, e.g. --set classes.count=10 (repeatable)")
     return p
+
+
+def _numbers(text: str) -> list[float]:
+    """``"1,2.5,3"`` -> [1.0, 2.5, 3.0] (for --breaks, --multiples, --pct)."""
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def classify_config(args):
+    """The RunConfig that ``sceneclass classify`` stands for (paths resolve against the current folder)."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .jobs.config import build_config, parse_override
+
+    classes = {"scheme": args.scheme}
+    for key in ("count", "breaks", "multiples", "pct", "hinge", "max_classes"):
+        if getattr(args, key) is not None:
+            classes[key] = getattr(args, key)
+    data = {"input": args.input, "band": args.band, "classes": classes, "output": {"path": args.output}}
+    if args.nodata is not None:
+        data["nodata"] = parse_override(f"nodata={args.nodata}")[1]
+    if args.palette is not None:
+        data["palette"] = {"name": args.palette}
+    try:
+        return build_config(data, base_dir=Path.cwd(), source="classify", overrides=args.overrides)
+    except ConfigError as e:  # name the option the user typed: "classes.count" -> "--count"
+        raise ConfigError(_option_names(str(e))) from None
+
+
+#: config keys the classify command sets from its options
+CLASSIFY_OPTIONS = {"classes.scheme": "--scheme", "classes.count": "-k/--count", "classes.breaks": "--breaks",
+                    "classes.multiples": "--multiples", "classes.pct": "--pct", "classes.hinge": "--hinge",
+                    "classes.max_classes": "--max-classes", "palette.name": "--palette", "nodata": "--nodata",
+                    "band": "--band", "input": "IN", "output.path": "OUT"}
+
+
+def _option_names(message: str) -> str:
+    """``classify: classes.count: ...`` -> ``classify: -k/--count: ...``."""
+    source, _, rest = message.partition(": ")
+    key, sep, text = rest.partition(": ")
+    return f"{source}: {CLASSIFY_OPTIONS.get(key, key)}{sep}{text}" if sep else message
 
 
 class JsonFormatter(logging.Formatter):
@@ -106,11 +236,14 @@ def _fail(args, message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for key, value in COMMON_DEFAULTS.items():  # common options given neither before nor after the command
+        if not hasattr(args, key):
+            setattr(args, key, value)
     _setup_logging(args)
     from .errors import SceneclassError
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    if args.command == "run" and not args.dry_run:
+    if args.command == "run" and not args.dry_run:  # (classify: the batch starts the checksum)
         from .jobs.checksum import start_for_config
 
         start_for_config(args.config, args.overrides)  # hashes the input while the libraries import
@@ -124,19 +257,21 @@ def main(argv: list[str] | None = None) -> int:
         from contextlib import nullcontext
 
         from .jobs.batch import run_batch
-        from .jobs.progress import TqdmProgress
+        from .jobs.progress import progress_bars
 
         if args.command == "demo":
             from .jobs.demo import demo_config
 
             cfg = demo_config(args.out, args.size, args.seed, args.overrides)
+        elif args.command == "classify":
+            cfg = classify_config(args)
         else:
             overrides = list(args.overrides)
             if args.scheduler:
                 overrides.append(f"dask.scheduler={args.scheduler}")
             cfg = load_config(args.config, overrides)
         force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
-        with TqdmProgress() if progress else nullcontext():
+        with progress_bars() if progress else nullcontext():
             batch = run_batch(cfg, force=force, dry_run=dry_run)
         if cfg.input is not None and batch.failed:  # a single scene: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)

@@ -101,11 +101,6 @@ def lookup_block(block: np.ndarray, lut: np.ndarray, out: np.ndarray | None = No
     return out.reshape(block.shape + lut.shape[1:])
 
 
-def classify_block(block: np.ndarray, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """Class ids of a block of any supported dtype (the general, LUT-free path)."""
-    return classify_values(block, edges, nodata)
-
-
 def to_band_first(block: np.ndarray) -> np.ndarray:
     """(y, x, band) -> (band, y, x), contiguous."""
     return np.ascontiguousarray(np.moveaxis(block, -1, 0))

@@ -3,8 +3,8 @@
 Each chunk is one windowed read with rasterio (a file handle per task, so reads run in
 parallel on threads, processes or cluster workers); nothing is read before compute.
 xarray is not needed to read: it costs about 0.4 s of imports per run, which matters for a
-command that classifies a Landsat band in about two seconds; :meth:`Scene.to_xarray` gives
-a georeferenced DataArray for those who want one (the Zarr writer uses it).
+command that classifies a Landsat band in about two seconds. A DataArray becomes a Scene
+through :func:`pipeline.api.to_scene`.
 
 Georeferencing is kept as the file has it, in the kinds GDAL knows: a CRS with an affine
 geotransform (north-up, south-up, rotated, any pixel shape), ground control points (GCPs) with
@@ -55,7 +55,6 @@ class Scene:
     nodata: float | None  # the value treated as nodata (NaN is always nodata for floats)
     crs: CRS | None
     transform: Affine
-    block_shape: tuple[int, int]
     gcps: tuple[GroundControlPoint, ...] = ()  # ground control points (transform is then identity)
     gcps_crs: CRS | None = None  # the CRS of the GCPs' x, y
     rpcs: RPC | None = None  # rational polynomial coefficients (sensor model), carried into COGs
@@ -116,17 +115,6 @@ class Scene:
         if self.gcps:
             obj = obj.rio.write_gcps(list(self.gcps), self.gcps_crs)
         return obj
-
-    def to_xarray(self):
-        """A georeferenced (y, x) xarray.DataArray over the same lazy array."""
-        from ._engine.deferred import allow
-
-        allow()
-        import rioxarray  # noqa: F401  (registers .rio)
-        import xarray as xr
-
-        arr = xr.DataArray(self.array, dims=("y", "x"), coords=self.coords(), name="band_%d" % self.band)
-        return self.write_georeferencing(arr)
 
 
 #: name prefix of the dask arrays :func:`open_scene` reads (see :func:`file_backed`)
@@ -229,7 +217,7 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
     scene = Scene(
         path=path, band=band, array=array,
         nodata=resolve_nodata(declared, nodata, dtype),
-        crs=crs, transform=transform, block_shape=tuple(block),
+        crs=crs, transform=transform,
         gcps=tuple(gcps), gcps_crs=gcps_crs if gcps else None, rpcs=rpcs,
     )
     if not scene.georeferenced:

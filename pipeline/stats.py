@@ -117,7 +117,7 @@ def block_key_hist(block: np.ndarray, nodata: float | None, prefixes: np.ndarray
     return np.bincount(idx, minlength=prefixes.size * RADIX)[None, None, :]
 
 
-def _reduce_blocks(x: da.Array, func, length: int, dtype, **kwargs) -> da.Array:
+def reduce_blocks(x: da.Array, func, length: int, dtype, **kwargs) -> da.Array:
     """Apply a per-block summary (returning (1, 1, length)) and stack the blocks: (ny, nx, length)."""
     return da.blockwise(
         func, "ijk", x, "ij", new_axes={"k": length}, dtype=dtype,
@@ -136,9 +136,9 @@ class Stats:
     vmax: np.generic | None
     hist: np.ndarray | None = None  # exact counts by key (8/16-bit integers only)
     top_hist: np.ndarray | None = None  # counts of the top 16 key bits (other dtypes)
-    _scene: Scene | None = field(default=None, repr=False)
+    scene: Scene | None = field(default=None, repr=False)  # read by the extra passes
     extra_passes: int = 0
-    _cache: dict = field(default_factory=dict, repr=False)  # results of extra passes (moments, bins)
+    cache: dict = field(default_factory=dict, repr=False)  # results of extra passes (moments, bins)
 
     def hist_values(self) -> tuple[np.ndarray, np.ndarray]:
         """(distinct values, counts) of the valid pixels (8/16-bit integers), sorted."""
@@ -167,7 +167,7 @@ class Stats:
             shift = bits - done - DIGIT
             uniq, inv = np.unique(prefix, return_inverse=True)
             kdt = _KEY_DTYPES[self.dtype.name]
-            hist = _compute_key_hist(self._scene, uniq.astype(kdt), shift)
+            hist = _compute_key_hist(self.scene, uniq.astype(kdt), shift)
             self.extra_passes += 1
             rows = hist.reshape(uniq.size, RADIX)[inv]
             cum = np.cumsum(rows, axis=1)
@@ -186,7 +186,7 @@ class Stats:
         squares are correctly rounded), no read. Other dtypes: one extra pass (per-block count,
         float64 sum and centred sum of squares, merged with Chan et al.'s pairwise formula).
         """
-        if "moments" not in self._cache:
+        if "moments" not in self.cache:
             if self.hist is not None:
                 values, counts = self.hist_values()
                 xs = [int(v) for v in values]
@@ -194,43 +194,43 @@ class Stats:
                 n = sum(cs)
                 s1 = sum(c * x for c, x in zip(cs, xs))
                 s2 = sum(c * x * x for c, x in zip(cs, xs))
-                self._cache["moments"] = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
+                self.cache["moments"] = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
             else:
-                parts = _reduce_blocks(self._scene.array, block_moments, 3, np.float64, nodata=self._scene.nodata)
-                log.info("moments: one more pass over %s", self._scene.path)
+                parts = reduce_blocks(self.scene.array, block_moments, 3, np.float64, nodata=self.scene.nodata)
+                log.info("moments: one more pass over %s", self.scene.path)
                 (rows,) = dask.compute(parts.reshape(-1, 3))
                 self.extra_passes += 1
-                self._cache["moments"] = merge_moments(rows)
-        return self._cache["moments"]
+                self.cache["moments"] = merge_moments(rows)
+        return self.cache["moments"]
 
     def binned(self, bins: int = RADIX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edges, counts, sums): a ``bins``-bin histogram of the valid pixels over [min, max]
         (``numpy.histogram`` bins: edges ``linspace(min, max, bins + 1)`` in float64, left-closed,
         the last closed) with the sum of the values in each bin. One extra pass (cached)."""
         key = ("binned", bins)
-        if key not in self._cache:
+        if key not in self.cache:
             if self.count == 0:
                 edges = np.histogram_bin_edges(np.empty(0), bins=bins)
-                self._cache[key] = (edges, np.zeros(bins, np.int64), np.zeros(bins))
-                return self._cache[key]
+                self.cache[key] = (edges, np.zeros(bins, np.int64), np.zeros(bins))
+                return self.cache[key]
             edges = np.linspace(float(self.vmin), float(self.vmax), bins + 1)
             if self.hist is not None:  # 8/16-bit: from the exact histogram, no read
                 values, counts = self.hist_values()
                 idx = bin_index(values.astype(np.float64), edges)
                 res = np.concatenate([np.bincount(idx, counts, bins), np.bincount(idx, counts * values.astype(np.float64), bins)])
             else:
-                parts = _reduce_blocks(self._scene.array, block_binned, 2 * bins, np.float64,
-                                       nodata=self._scene.nodata, edges=edges)
-                log.info("%d-bin histogram: one more pass over %s", bins, self._scene.path)
+                parts = reduce_blocks(self.scene.array, block_binned, 2 * bins, np.float64,
+                                       nodata=self.scene.nodata, edges=edges)
+                log.info("%d-bin histogram: one more pass over %s", bins, self.scene.path)
                 (res,) = dask.compute(parts.sum(axis=(0, 1)))
                 self.extra_passes += 1
-            self._cache[key] = (edges, res[:bins].astype(np.int64), res[bins:])
-        return self._cache[key]
+            self.cache[key] = (edges, res[:bins].astype(np.int64), res[bins:])
+        return self.cache[key]
 
     def tail(self, threshold: float) -> tuple[int, float, float, float]:
         """(count, float64 sum, min, max) of the valid pixels ``> threshold``: one extra pass."""
-        parts = _reduce_blocks(self._scene.array, block_tail, 4, np.float64,
-                               nodata=self._scene.nodata, threshold=threshold)
+        parts = reduce_blocks(self.scene.array, block_tail, 4, np.float64,
+                               nodata=self.scene.nodata, threshold=threshold)
         (rows,) = dask.compute(parts.reshape(-1, 4))
         self.extra_passes += 1
         n = int(rows[:, 0].sum())
@@ -238,8 +238,8 @@ class Stats:
 
     def tail_values(self, threshold: float | None) -> np.ndarray:
         """The valid pixels ``> threshold`` (all of them for None), as float64: one extra pass."""
-        blocks = self._scene.array.to_delayed().ravel()
-        parts = dask.compute(*[dask.delayed(_tail_values)(b, self._scene.nodata, threshold) for b in blocks])
+        blocks = self.scene.array.to_delayed().ravel()
+        parts = dask.compute(*[dask.delayed(_tail_values)(b, self.scene.nodata, threshold) for b in blocks])
         self.extra_passes += 1
         return np.concatenate(parts) if parts else np.empty(0)
 
@@ -303,7 +303,7 @@ def _tail_values(block: np.ndarray, nodata: float | None, threshold: float | Non
 
 def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndarray:
     length = max(prefixes.size, 1) * RADIX
-    parts = _reduce_blocks(
+    parts = reduce_blocks(
         scene.array, block_key_hist, length, np.int64,
         nodata=scene.nodata, prefixes=prefixes, shift=shift,
     )
@@ -316,9 +316,9 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
     """The lazy reductions whose results make :class:`Stats` (nothing is computed here)."""
     x = scene.array
     if scene.dtype.name in LUT_DTYPES:
-        parts = _reduce_blocks(x, block_hist, hist_length(scene.dtype), np.int64)
+        parts = reduce_blocks(x, block_hist, hist_length(scene.dtype), np.int64)
         return {"hist": parts.sum(axis=(0, 1), dtype=np.int64)}
-    parts = _reduce_blocks(x, block_summary, 3, np.float64, nodata=scene.nodata)
+    parts = reduce_blocks(x, block_summary, 3, np.float64, nodata=scene.nodata)
     graph = {
         "count": parts[..., 0].sum(),
         "min": parts[..., 1].min(),
@@ -326,7 +326,7 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
     }
     if distribution:
         bits = np.dtype(_KEY_DTYPES[scene.dtype.name]).itemsize * 8
-        top = _reduce_blocks(
+        top = reduce_blocks(
             x, block_key_hist, RADIX, np.int64,
             nodata=scene.nodata, prefixes=np.empty(0, _KEY_DTYPES[scene.dtype.name]), shift=bits - DIGIT,
         )
@@ -345,11 +345,11 @@ def stats_from_results(scene: Scene, res: dict) -> Stats:
         count = int(hist.sum())
         vmin = from_key(nz[:1], dtype)[0] if count else None
         vmax = from_key(nz[-1:], dtype)[0] if count else None
-        return Stats(dtype, count, vmin, vmax, hist=hist, _scene=scene)
+        return Stats(dtype, count, vmin, vmax, hist=hist, scene=scene)
     count = int(res["count"])
     vmin = dtype.type(res["min"]) if count else None
     vmax = dtype.type(res["max"]) if count else None
-    return Stats(dtype, count, vmin, vmax, top_hist=res.get("top_hist"), _scene=scene)
+    return Stats(dtype, count, vmin, vmax, top_hist=res.get("top_hist"), scene=scene)
 
 
 def compute_stats(scene: Scene, distribution: bool = False) -> Stats:

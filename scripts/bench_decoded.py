@@ -4,7 +4,7 @@
     python scripts/bench_decoded.py SCENE.tif [--rounds 3] [--chunk 2048] [--runs]
 
 For each way of getting the pixels to the write pass it times, on the threaded scheduler,
-sceneclass's own statistics pass (``pipeline.classify.fit``: exact histogram, 20 equal-interval
+sceneclass's own statistics pass (``pipeline.core.fit``: exact histogram, 20 equal-interval
 classes) plus a second pass that only touches every chunk:
 
 ``decode twice``  no store: the second pass decodes the input again;
@@ -43,7 +43,7 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline._engine.decoded as decoded  # noqa: E402
-from pipeline.classify import fit  # noqa: E402
+from pipeline.core import fit  # noqa: E402
 from pipeline.jobs.config import EqualInterval  # noqa: E402
 from pipeline.scene import open_scene  # noqa: E402
 from _timing import timed_process  # noqa: E402

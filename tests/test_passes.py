@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.classify import class_counts, classify, colorize, counts_from_hist, fit
+from pipeline.core import class_counts, classify, colorize, counts_from_hist, fit
 from pipeline.jobs.config import EqualInterval, Manual, Quantile, build_config
 from pipeline.scene import Scene, open_scene
 from pipeline.jobs.progress import ComputeCounter
@@ -281,7 +281,7 @@ def scenes(draw):
 
 def _mem_scene(arr: np.ndarray, nodata, chunks) -> Scene:
     return Scene(path="memory", band=1, array=da.from_array(arr, chunks=chunks), nodata=None if nodata is None else float(nodata),
-                 crs=None, transform=Affine.identity(), block_shape=(1, 1))
+                 crs=None, transform=Affine.identity())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -41,14 +41,14 @@ class EqualInterval(_Model):
 class Quantile(_Model):
     """N classes holding (about) equal numbers of pixels; edges are numpy.quantile (linear)."""
 
-    scheme: Literal["quantile"]
+    scheme: Literal["quantile"] = "quantile"
     count: int = Field(..., ge=1, le=254)
 
 
 class Manual(_Model):
     """User-given class edges: ``breaks`` are the N+1 edges, increasing; out-of-range pixels -> nodata."""
 
-    scheme: Literal["manual"]
+    scheme: Literal["manual"] = "manual"
     breaks: list[float] = Field(..., min_length=2, max_length=255)
 
     @field_validator("breaks")
@@ -72,7 +72,7 @@ class NaturalBreaks(_Model):
     ``float_bins``-bin histogram between min and max (one extra pass); edges are bin edges.
     """
 
-    scheme: Literal["natural_breaks"]
+    scheme: Literal["natural_breaks"] = "natural_breaks"
     count: int = Field(5, ge=1, le=254)
     float_bins: int = Field(65536, ge=16, le=1 << 20)
 
@@ -81,7 +81,7 @@ class StdMean(_Model):
     """Edges at mean + multiples x standard deviation (ddof=1), like mapclassify.StdMean:
     len(multiples) + 1 classes, the first from the minimum, the last to the maximum."""
 
-    scheme: Literal["std_mean"]
+    scheme: Literal["std_mean"] = "std_mean"
     multiples: list[float] = Field([-2, -1, 1, 2], min_length=1, max_length=253)
 
     @field_validator("multiples")
@@ -98,7 +98,7 @@ class HeadTailBreaks(_Model):
     """Head/tail breaks (Jiang 2013), like mapclassify.HeadTailBreaks: edges at the mean, then the
     mean of the values above it, ...; the class count comes from the data (at most max_classes)."""
 
-    scheme: Literal["head_tail_breaks"]
+    scheme: Literal["head_tail_breaks"] = "head_tail_breaks"
     max_classes: int | None = Field(None, ge=1, le=254)
 
     @property
@@ -110,7 +110,7 @@ class Percentiles(_Model):
     """Classes ending at the given percentiles (numpy's linear method), like mapclassify.Percentiles;
     the last must be 100 (the maximum)."""
 
-    scheme: Literal["percentiles"]
+    scheme: Literal["percentiles"] = "percentiles"
     pct: list[float] = Field([1, 10, 50, 90, 99, 100], min_length=1, max_length=254)
 
     @field_validator("pct")
@@ -131,7 +131,7 @@ class BoxPlot(_Model):
     """Six box-plot classes, like mapclassify.BoxPlot: low outliers, quartile 1..4 ranges inside
     the fences (q1 - hinge·IQR, q3 + hinge·IQR), high outliers."""
 
-    scheme: Literal["box_plot"]
+    scheme: Literal["box_plot"] = "box_plot"
     hinge: float = Field(1.5, gt=0)
 
     @property

@@ -48,25 +48,15 @@ class ComputeCounter(Callback):
         self.tasks[str(name).rsplit("-", 1)[0]] += 1
 
 
-class TqdmProgress(Callback):
-    """A tqdm bar (on stderr) per compute, labelled with the current phase."""
+def progress_bars(file=None) -> Callback:
+    """tqdm's dask callback, with one bar (on stderr) per compute labelled with the current
+    phase (``statistics``, ``classify+write``); local schedulers only."""
+    from tqdm import tqdm
+    from tqdm.dask import TqdmCallback
 
-    def __init__(self, file=None):
-        super().__init__()
-        self.file = file or sys.stderr
-        self.bar = None
+    class PhaseBars(TqdmCallback):
+        def _start_state(self, dsk, state):
+            super()._start_state(dsk, state)
+            self.pbar.set_description(current_phase(), refresh=False)
 
-    def _start_state(self, dsk, state):
-        from tqdm import tqdm
-
-        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-        self.bar = tqdm(total=total, desc=current_phase(), unit="task", file=self.file, leave=True)
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def _finish(self, dsk, state, errored):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    return PhaseBars(tqdm_class=tqdm, file=file or sys.stderr, unit="task", leave=True)

@@ -15,7 +15,7 @@ from .. import kernels
 from .scheduler import LOCAL_SCHEDULERS, runtime
 from .atomic import partial_path
 from .._engine.decoded import DecodedChunks, keep_place
-from ..classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
+from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
 from ..errors import ConfigError
 from ..scene import Scene, is_url, open_scene, raster_errors
@@ -101,7 +101,7 @@ def run(cfg: RunConfig) -> RunResult:
         finally:
             if keep is not None:
                 keep.remove()
-    fitted.stats._scene = scene  # later passes (e.g. a histogram plot) read the input, not the removed store
+    fitted.stats.scene = scene  # later passes (e.g. a histogram plot) read the input, not the removed store
     legend = legend_of(counts)
     if legend["classes_effective"] < len(legend["classes"]):
         log.warning("%s: %d of %d classes hold pixels (empty: %s)", legend["scheme"],

@@ -207,7 +207,7 @@ def value_histogram(stats, bins: int = 65536) -> tuple[np.ndarray, np.ndarray, b
     if stats.hist is not None:
         values, counts = stats.hist_values()
         return values.astype(np.float64), counts, True, "exact histogram (statistics pass)"
-    cached = [k for k in stats._cache if isinstance(k, tuple) and k[0] == "binned"]
+    cached = [k for k in stats.cache if isinstance(k, tuple) and k[0] == "binned"]
     edges, counts, sums = stats.binned(cached[0][1] if cached else bins)
     keep = counts > 0
     src = f"{len(edges) - 1}-bin histogram between min and max"

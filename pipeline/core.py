@@ -17,7 +17,7 @@ from . import kernels
 from .scene import Scene
 from .schemes import class_edges, needs_distribution
 from ._engine.decoded import DecodedChunks
-from .stats import Stats, _reduce_blocks, from_key, stats_from_results, stats_graph
+from .stats import Stats, reduce_blocks, from_key, stats_from_results, stats_graph
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -75,7 +75,7 @@ def classify(scene: Scene, fitted: Fit) -> da.Array:
     if lut is not None:
         return x.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     return x.map_blocks(
-        kernels.classify_block, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
+        kernels.classify_values, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
     )
 
 
@@ -108,5 +108,5 @@ def _class_count_block(block: np.ndarray) -> np.ndarray:
 
 def class_counts(classes: da.Array, n_classes: int) -> da.Array:
     """Lazy pixel count per class id 0..N (computed alongside the write)."""
-    parts = _reduce_blocks(classes, _class_count_block, 256, np.int64)
+    parts = reduce_blocks(classes, _class_count_block, 256, np.int64)
     return parts.sum(axis=(0, 1), dtype=np.int64)[: n_classes + 1]
