@@ -9,21 +9,19 @@ while the first holds the lock.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import glob
 import logging
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from .atomic import sweep
 from .checksum import lowest_priority
 from .config import InputSpec, RunConfig
+from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LOCK_NAME, LockedError: re-exported)
 from ..errors import ConfigError, SceneclassError
 from ..scene import is_url
 from .manifest import (
@@ -33,14 +31,7 @@ from ..writers.legend import legend_path
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
-LOCK_NAME = ".sceneclass.lock"
 _LANDSAT_DATE = re.compile(r"_(\d{4})(\d{2})(\d{2})_")
-
-
-class LockedError(SceneclassError):
-    """Another run holds the output folder's lock."""
-
-    exit_code = 3
 
 
 @dataclass
@@ -147,26 +138,6 @@ def side_files(job: Job) -> list[Path]:
     return [legend_path(job.output)] if job.config.output.legend else []
 
 
-# --------------------------------------------------------------------------- lock
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock on the output folder (released if the process dies)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise LockedError(f"{folder}: another sceneclass run is using this output folder ({holder}); not starting") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------------------------ running
 def _record(job: Job, started: float, input_fp: dict | None) -> None:
     leg = job.result.legend if job.result is not None else None
@@ -226,7 +197,7 @@ def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> 
         job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
     if dry_run:
         return BatchResult(jobs)
-    with folder_lock(folder):
+    with folder_lock(folder, {j.output.parent for j in jobs}):
         for gone in sweep_all({j.output.parent for j in jobs}):
             log.info("removed a temporary left by an interrupted run: %s", gone)
         for job in jobs:

@@ -81,7 +81,7 @@ def run(cfg: RunConfig) -> RunResult:
         local = cfg.dask.scheduler in (*LOCAL_SCHEDULERS, "local")
         place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in, local)
         if place is not None:
-            keep = DecodedChunks(scene, partial_path(final, ".decoded"), memory=place == "memory")
+            keep = DecodedChunks(scene, partial_path(final, ".decoded", make=None), memory=place == "memory")
             log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20,
                      "memory" if keep.memory else final.parent)
         try:

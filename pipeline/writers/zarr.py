@@ -54,7 +54,7 @@ def write_zarr(
     import zarr
 
     ds = _dataset(classes, colours, scene)
-    with atomic_output(final) as tmp:
+    with atomic_output(final, make="dir") as tmp:
         with warnings.catch_warnings():  # consolidated metadata: what xarray.open_zarr looks for first
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3)
