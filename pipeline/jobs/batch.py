@@ -2,8 +2,9 @@
 run the rest, record every outcome in a manifest. One bad scene does not stop the batch.
 
 Safe to run every night from cron: outputs appear only when complete; temporaries of a
-killed run are swept by the next; a second run of the same output folder exits at once
-while the first holds the lock.
+killed run are swept by the next; a second run writing into the same output folder, or a
+folder inside or above it, exits at once while the first holds the lock
+(:mod:`pipeline.jobs.lock`); an input that changes while its scene runs fails that scene.
 """
 
 from __future__ import annotations
@@ -115,7 +116,17 @@ def render_output(cfg: RunConfig, path: str, band: int) -> Path:
 
 
 def plan(cfg: RunConfig) -> list[Job]:
-    """One job per input, outputs rendered and checked before any work starts."""
+    """One job per input, before any work starts: outputs rendered (inside the output folder),
+    and every path the jobs write (outputs, legends, manifests, extras, the lock file) checked
+    against every path they read (inputs and their sidecars) and against each other
+    (:func:`pipeline.jobs.collisions.check_collisions`). Reads no pixels and writes nothing.
+
+    Raises
+    ------
+    ConfigError
+        An output escapes the folder, two jobs write one file, a written path is a read one,
+        or no input matched.
+    """
     jobs, owners = [], {}
     for path, spec in expand_inputs(cfg):
         update = {"input": path, "inputs": None}
@@ -150,8 +161,8 @@ def written_paths(job: Job) -> list[tuple[Path, str, bool]]:
     out = job.output
     paths = [(out, f"output for {job.config.input}", job.config.output.resolved_format == "zarr")]
     paths.append((manifest_path(out), f"manifest of {out.name}", False))
-    paths += [(p, f"{what} of {out.name}", False) for p, what in
-              ([(legend_path(out), "legend")] if job.config.output.legend else [])]
+    if job.config.output.legend:
+        paths.append((legend_path(out), f"legend of {out.name}", False))
     paths += [(p, f"{key.replace('_', ' ')} of {out.name}", False)
               for key, p in requested_paths(out, job.config.outputs).items()]
     return paths
