@@ -23,7 +23,7 @@ from .atomic import sweep
 from .collisions import check_collisions, read_paths
 from .checksum import identity, lowest_priority
 from .config import InputSpec, RunConfig
-from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LOCK_NAME, LockedError: re-exported)
+from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LockedError: re-exported)
 from ..errors import ConfigError, SceneclassError
 from ..scene import is_url
 from .manifest import (
