@@ -251,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         from .jobs.config import load_config
 
         if args.command == "validate":
+            from .jobs.batch import plan
+
             cfg = load_config(args.config, args.overrides)
+            plan(cfg)  # outputs rendered and checked against the inputs and each other
             print(cfg.model_dump_json(indent=2))
             return 0
         from contextlib import nullcontext

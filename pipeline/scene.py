@@ -32,6 +32,8 @@ from rasterio.crs import CRS
 from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.rpc import RPC
+from rasterio.enums import Interleaving
+
 from rasterio.windows import Window
 
 from .errors import ConfigError, InputError
@@ -182,6 +184,71 @@ def file_backed(scene: Scene) -> bool:
     return scene.array.name.startswith(READ_PREFIX)
 
 
+#: the most chunks a scene is cut into: beyond it the processing chunk grows (a task graph of
+#: 239,121 chunks took 100 s and 1.4 GB to build before the first read)
+MAX_CHUNKS = 50_000
+#: bytes a TIFF needs at least per block it declares: a 4-byte offset and a 2-byte byte count
+TIFF_BYTES_PER_BLOCK = 6
+
+
+def check_layout(src, path: str, band: int) -> None:
+    """Refuse a GeoTIFF whose header cannot be right, without reading pixels: more blocks than
+    the file could index (a header declaring 1,000,000 x 1,000,000 pixels in a 300 KB file),
+    or a last block that ends past the end of the file (a truncated file). Sparse files
+    (blocks with no offset, read as nodata: GDAL's ``SPARSE_OK``) are legitimate and pass.
+
+    Parameters
+    ----------
+    src : rasterio.DatasetReader
+        The open raster.
+    path : str
+        Its path (URLs and other formats than GeoTIFF are not checked).
+    band : int
+        The band to check (1-based; a band-interleaved file has blocks per band).
+
+    Raises
+    ------
+    InputError
+        Naming ``path`` and what is wrong.
+    """
+    if src.driver != "GTiff" or is_url(path):
+        return
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return
+    bh, bw = src.block_shapes[band - 1]
+    ny, nx = -(-src.height // bh), -(-src.width // bw)
+    blocks = ny * nx * (src.count if src.interleaving == Interleaving.band else 1)
+    if blocks * TIFF_BYTES_PER_BLOCK > size:
+        raise InputError(f"{path}: the header declares {src.width} x {src.height} pixels in {blocks} blocks, more "
+                         f"than a {size}-byte file can index; the file is damaged")
+    offset = src.get_tag_item(f"BLOCK_OFFSET_{nx - 1}_{ny - 1}", "TIFF", bidx=band)
+    nbytes = src.get_tag_item(f"BLOCK_SIZE_{nx - 1}_{ny - 1}", "TIFF", bidx=band)
+    if offset and nbytes and int(offset) + int(nbytes) > size:
+        raise InputError(f"{path}: its last block ends at byte {int(offset) + int(nbytes)}, past the end of the "
+                         f"file ({size} bytes); the file is truncated or damaged")
+
+
+def bounded_chunks(height: int, width: int, block: tuple[int, int], chunk: int, tile: int) -> tuple[int, int]:
+    """Chunk edges (y, x) near ``chunk`` (see :func:`aligned_chunks`), grown when the scene
+    would be cut into more than :data:`MAX_CHUNKS` chunks, so that building the task graph
+    takes bounded time and memory per pixel; the growth is logged."""
+    target = chunk
+    cy, cx = aligned_chunks(height, block[0], target, tile), aligned_chunks(width, block[1], target, tile)
+    count = -(-height // cy) * -(-width // cx)
+    if count <= MAX_CHUNKS:
+        return cy, cx
+    first = count
+    while count > MAX_CHUNKS:
+        target = max(target + 1, int(target * max(1.05, math.sqrt(count / MAX_CHUNKS))))
+        cy, cx = aligned_chunks(height, block[0], target, tile), aligned_chunks(width, block[1], target, tile)
+        count = -(-height // cy) * -(-width // cx)
+    log.info("processing.chunk %d would cut the %d x %d scene into %d chunks; using %d x %d chunks (%d) to keep "
+             "the task graph small", chunk, width, height, first, cy, cx, count)
+    return cy, cx
+
+
 def chunk_tuple(size: int, chunk: int) -> tuple[int, ...]:
     return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
 
@@ -201,14 +268,15 @@ def open_scene(path: str, band: int = 1, nodata: float | str = "file", chunk: in
                 rpcs = src.rpcs
                 block = src.block_shapes[0]
                 height, width = src.height, src.width
+                if band <= count:
+                    check_layout(src, path, band)
         except rasterio.errors.RasterioIOError as e:
             raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0]})") from None
     if band > count:
         raise ConfigError(f"band: {path} has {count} band(s), band {band} was asked for")
     if dtype.name not in SUPPORTED_DTYPES:
         raise InputError(f"{path}: data type {dtype} is not supported ({', '.join(SUPPORTED_DTYPES)})")
-    cy = aligned_chunks(height, block[0], chunk, tile)
-    cx = aligned_chunks(width, block[1], chunk, tile)
+    cy, cx = bounded_chunks(height, width, block, chunk, tile)
     token = dask.base.tokenize(src_path, band, cy, cx, os.stat(path).st_mtime_ns if not is_url(path) else 0)
     array = da.map_blocks(
         read_window, src_path, band, chunks=(chunk_tuple(height, cy), chunk_tuple(width, cx)),

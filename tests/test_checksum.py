@@ -1,6 +1,6 @@
-"""The input's checksum for the manifest: hashed from a memory map piece by piece (checked
-against hashlib over the file's bytes), started early by the command and reused only while
-the file is unchanged, with relative paths resolved as the config resolves them."""
+"""The input's checksum for the manifest: read without a memory map (checked against hashlib
+over the file's bytes), started early by the command and reused only while the file is
+unchanged (size, time, inode), with relative paths resolved as the config resolves them."""
 
 from __future__ import annotations
 
@@ -26,19 +26,18 @@ def _sha(data: bytes) -> str:
 def _counting(monkeypatch) -> list[str]:
     """Record every whole-file hash (the real one still runs)."""
     calls: list[str] = []
-    real = checksum.file_checksum
+    real = checksum._hashed
 
     def counted(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(checksum, "file_checksum", counted)
+    monkeypatch.setattr(checksum, "_hashed", counted)
     return calls
 
 
-@pytest.mark.parametrize("size", [0, 1, mmap.PAGESIZE - 1, mmap.PAGESIZE, mmap.PAGESIZE + 1, 3 * mmap.PAGESIZE + 5])
-def test_file_checksum_matches_hashlib_across_piece_boundaries(size, tmp_path, monkeypatch):
-    monkeypatch.setattr(checksum, "PIECE", mmap.PAGESIZE)  # one page per piece
+@pytest.mark.parametrize("size", [0, 1, mmap.PAGESIZE - 1, mmap.PAGESIZE, mmap.PAGESIZE + 1, (1 << 18) + 5])
+def test_file_checksum_matches_hashlib(size, tmp_path):
     data = os.urandom(size)
     path = tmp_path / "scene.tif"
     path.write_bytes(data)
@@ -66,6 +65,21 @@ def test_a_file_changed_after_the_start_is_hashed_again(tmp_path, monkeypatch):
     checksum._started[os.path.realpath(path)][1].result()  # the early hash is done
     path.write_bytes(b"new content, another size")
     assert checksum.checksum(str(path)) == _sha(b"new content, another size")
+    assert len(calls) == 2
+
+
+def test_a_file_replaced_with_the_same_size_and_time_is_hashed_again(tmp_path, monkeypatch):
+    """An atomic replacement that keeps size and mtime (cp -p; mv) is a new inode: hashed again."""
+    calls = _counting(monkeypatch)
+    path, new = tmp_path / "scene.tif", tmp_path / "new.tif"
+    path.write_bytes(b"old content")
+    checksum.start(str(path))
+    checksum._started[os.path.realpath(path)][1].result()
+    new.write_bytes(b"new content")
+    st = os.stat(path)
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(new, path)
+    assert checksum.checksum(str(path)) == _sha(b"new content")
     assert len(calls) == 2
 
 

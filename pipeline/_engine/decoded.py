@@ -314,9 +314,13 @@ class DecodedChunks:
             self.path = Path(f"/proc/{os.getpid()}/fd/{self._fd}")  # opened by tasks in any local process
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "wb") as f:
-            f.truncate(self.nbytes)
-            self.mapped = reserve(f.fileno(), self.nbytes)
+        # a new file only: nothing planted at the name (a symlink least of all) is written through
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, self.nbytes)
+            self.mapped = reserve(fd, self.nbytes)
+        finally:
+            os.close(fd)
         if not self.mapped:
             log.debug("%s: blocks not reserved; decoded chunks are written with pwrite", self.path)
 

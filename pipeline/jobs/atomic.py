@@ -7,14 +7,41 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 PARTIAL_TAG = ".sceneclass-partial"
 
 
-def partial_path(final: Path, suffix: str = "") -> Path:
-    """A unique temporary name in the destination folder (hidden, recognisable for sweeping)."""
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PARTIAL_TAG}{suffix}")
+def partial_path(final: Path, suffix: str = "", make: Literal["file", "dir"] | None = "file") -> Path:
+    """A unique temporary name in the destination folder (hidden, recognisable for sweeping).
+
+    Parameters
+    ----------
+    final : Path
+        The path the temporary stands in for; its folder must exist.
+    suffix : str
+        Appended to the name (``.tif``: GDAL picks drivers and sidecar names by suffix).
+    make : {"file", "dir", None}
+        Create the temporary at once, exclusively: an empty file (``O_CREAT | O_EXCL |
+        O_NOFOLLOW``, so nothing planted at that name, a symlink least of all, is ever opened
+        or written through) or an empty folder; None: only the name (a rename target).
+
+    Returns
+    -------
+    Path
+        The temporary's path.
+
+    Raises
+    ------
+    OSError
+        The temporary cannot be created (``FileExistsError`` if something took the name).
+    """
+    path = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PARTIAL_TAG}{suffix}")
+    if make == "file":
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))
+    elif make == "dir":
+        os.mkdir(path)
+    return path
 
 
 def sibling(output: Path, suffix: str) -> Path:
@@ -36,7 +63,7 @@ def remove(path: Path) -> None:
 def commit(partial: Path, final: Path) -> None:
     """Move a complete file or folder into place, replacing what was there."""
     if final.is_dir() and not final.is_symlink():
-        old = partial_path(final, ".old")
+        old = partial_path(final, ".old", make=None)
         os.replace(final, old)
         os.replace(partial, final)
         remove(old)
@@ -45,10 +72,11 @@ def commit(partial: Path, final: Path) -> None:
 
 
 @contextmanager
-def atomic_output(final: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path; on success move it to ``final``, on any failure remove it."""
+def atomic_output(final: Path, suffix: str = "", make: Literal["file", "dir"] = "file") -> Iterator[Path]:
+    """Yield a temporary (an empty file, or folder with ``make="dir"``, created exclusively:
+    see :func:`partial_path`); on success move it to ``final``, on any failure remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(final, suffix)
+    tmp = partial_path(final, suffix, make)
     try:
         yield tmp
     except BaseException:

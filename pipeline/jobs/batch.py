@@ -2,45 +2,39 @@
 run the rest, record every outcome in a manifest. One bad scene does not stop the batch.
 
 Safe to run every night from cron: outputs appear only when complete; temporaries of a
-killed run are swept by the next; a second run of the same output folder exits at once
-while the first holds the lock.
+killed run are swept by the next; a second run writing into the same output folder, or a
+folder inside or above it, exits at once while the first holds the lock
+(:mod:`pipeline.jobs.lock`); an input that changes while its scene runs fails that scene.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import glob
 import logging
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from .atomic import sweep
-from .checksum import lowest_priority
+from .collisions import check_collisions, read_paths
+from .checksum import identity, lowest_priority
 from .config import InputSpec, RunConfig
+from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LockedError: re-exported)
 from ..errors import ConfigError, SceneclassError
 from ..scene import is_url
 from .manifest import (
     Verdict, config_hash, fingerprint, judge, manifest_path, output_fingerprint, versions, write_manifest,
 )
+from ..products.extras import requested_paths
 from ..writers.legend import legend_path
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
-LOCK_NAME = ".sceneclass.lock"
 _LANDSAT_DATE = re.compile(r"_(\d{4})(\d{2})(\d{2})_")
-
-
-class LockedError(SceneclassError):
-    """Another run holds the output folder's lock."""
-
-    exit_code = 3
 
 
 @dataclass
@@ -122,7 +116,17 @@ def render_output(cfg: RunConfig, path: str, band: int) -> Path:
 
 
 def plan(cfg: RunConfig) -> list[Job]:
-    """One job per input, outputs rendered and checked before any work starts."""
+    """One job per input, before any work starts: outputs rendered (inside the output folder),
+    and every path the jobs write (outputs, legends, manifests, extras, the lock file) checked
+    against every path they read (inputs and their sidecars) and against each other
+    (:func:`pipeline.jobs.collisions.check_collisions`). Reads no pixels and writes nothing.
+
+    Raises
+    ------
+    ConfigError
+        An output escapes the folder, two jobs write one file, a written path is a read one,
+        or no input matched.
+    """
     jobs, owners = [], {}
     for path, spec in expand_inputs(cfg):
         update = {"input": path, "inputs": None}
@@ -140,31 +144,32 @@ def plan(cfg: RunConfig) -> list[Job]:
         jobs.append(Job(job_cfg, out))
     if not jobs:
         raise ConfigError("inputs: no input matched")
+    writes = [(run_folder(cfg, jobs) / LOCK_NAME, "the output folder's lock file", False)]
+    for job in jobs:
+        writes += written_paths(job)
+    check_collisions(writes, [r for job in jobs for r in read_paths(job.config.input)])
     return jobs
+
+
+def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
+    """The folder a run locks: the batch's output folder, or a single output's folder."""
+    return output_folder(cfg).resolve() if cfg.inputs is not None else jobs[0].output.parent
+
+
+def written_paths(job: Job) -> list[tuple[Path, str, bool]]:
+    """Every path a job writes: (path, what it is, whether it is a folder replaced as a whole)."""
+    out = job.output
+    paths = [(out, f"output for {job.config.input}", job.config.output.resolved_format == "zarr")]
+    paths.append((manifest_path(out), f"manifest of {out.name}", False))
+    if job.config.output.legend:
+        paths.append((legend_path(out), f"legend of {out.name}", False))
+    paths += [(p, f"{key.replace('_', ' ')} of {out.name}", False)
+              for key, p in requested_paths(out, job.config.outputs).items()]
+    return paths
 
 
 def side_files(job: Job) -> list[Path]:
     return [legend_path(job.output)] if job.config.output.legend else []
-
-
-# --------------------------------------------------------------------------- lock
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock on the output folder (released if the process dies)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise LockedError(f"{folder}: another sceneclass run is using this output folder ({holder}); not starting") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {dt.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------ running
@@ -189,7 +194,7 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
 
 
 def run_job(job: Job, log_errors: bool = True) -> None:
-    from .run import run
+    from .run import input_changed, run
 
     started = time.time()
     known = job.verdict.input_fp if job.verdict else None
@@ -197,6 +202,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     # releases the GIL), at the lowest CPU priority: it takes the cycles the passes leave idle
     # and finishes at full speed after them if it must (the command starts it even earlier:
     # pipeline.checksum.start_for_config, and this thread then waits for that result)
+    before = identity(job.config.input)  # the checksum and the passes must all see this file
     pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=lowest_priority)
     pending = None if known else pool.submit(fingerprint, job.config.input)
     pool.shutdown(wait=False)
@@ -208,12 +214,17 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     except Exception as e:  # one bad scene must not stop the batch
         job.status, job.error, job.exit_code = "failed", f"{job.config.input}: {type(e).__name__}: {e}", 1
         log.debug("%s", job.error, exc_info=True)
-    if job.status == "failed" and log_errors:
-        log.error("%s", job.error)
     try:
         input_fp = known or pending.result()
     except OSError:
         input_fp = None  # missing input: the run above failed and said so
+    if before is not None and identity(job.config.input) != before:
+        # replaced or rewritten while the passes or the checksum read it: whatever the run
+        # made of it, this is the error (a read of a truncated file fails as "damaged")
+        err = input_changed(job.config.input, written=job.status == "done")
+        job.status, job.error, job.exit_code, input_fp = "failed", str(err), err.exit_code, None
+    if job.status == "failed" and log_errors:
+        log.error("%s", job.error)
     job.seconds = time.time() - started
     _record(job, started, input_fp)
 
@@ -221,12 +232,12 @@ def run_job(job: Job, log_errors: bool = True) -> None:
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
     """Plan, lock the output folder, sweep temporaries, run what is not up to date."""
     jobs = plan(cfg)
-    folder = output_folder(cfg).resolve() if cfg.inputs is not None else jobs[0].output.parent
+    folder = run_folder(cfg, jobs)
     for job in jobs:
         job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
     if dry_run:
         return BatchResult(jobs)
-    with folder_lock(folder):
+    with folder_lock(folder, {j.output.parent for j in jobs}):
         for gone in sweep_all({j.output.parent for j in jobs}):
             log.info("removed a temporary left by an interrupted run: %s", gone)
         for job in jobs:

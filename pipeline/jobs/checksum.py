@@ -1,12 +1,16 @@
-"""The input's content checksum (SHA-256) for the manifest, computed beside the work.
+"""The input's content checksum (SHA-256) for the manifest, computed beside the work, and the
+input's identity (size, modification time, inode, device) that tells whether it changed.
 
 A run's manifest records the input's checksum, so that a later run can tell a touched but
 unchanged input from a changed one. Reading and hashing the 921 MiB 16x scene takes a core
 about 0.6 s. It runs in a background thread at the lowest CPU priority, and the command
 starts it (:func:`start_for_config`) as soon as it has read the config's ``input``, before
 numpy, dask and rasterio are imported: that takes about 0.5 s on one core, and the other core
-hashes meanwhile (at 16x the checksum is done about 0.4 s after the imports).
-``python scripts/bench_checksum.py`` measures what that saves.
+hashes meanwhile. ``python scripts/bench_checksum.py`` measures what that saves.
+
+Files are hashed with :func:`hashlib.file_digest` (reads, no memory map): a memory-mapped
+input that another process truncates kills the reading process with SIGBUS; a read just
+ends early, and the identity taken before and after (:func:`identity`) says the file changed.
 
 Standard library only at import (PyYAML is loaded when a config is read): this module is
 imported before everything else.
@@ -15,19 +19,44 @@ imported before everything else.
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import stat
 import threading
 from concurrent.futures import Future
 
-#: bytes hashed per call (hashlib releases the GIL for each): a mapped piece counts as resident
-#: memory while it is hashed, so pieces are small; 2 MiB or 16 MiB finish the 16x scene's
-#: checksum equally soon while the command imports its libraries
-PIECE = 2 << 20
+#: (size, mtime_ns, inode, device) of a regular file
+Identity = tuple[int, int, int, int]
 
 _lock = threading.Lock()
-_started: dict[str, tuple[tuple[int, int], Future]] = {}
+_started: dict[str, tuple[Identity, Future]] = {}
+
+
+def _identity(st: os.stat_result) -> Identity:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def identity(path: str) -> Identity | None:
+    """What tells whether a local file changed: its size, modification time (ns), inode and
+    device (an atomic replacement changes the inode; a rewrite in place the time or size).
+
+    Parameters
+    ----------
+    path : str
+        A local path (a URL or a missing file gives None).
+
+    Returns
+    -------
+    tuple of 4 int or None
+        (size in bytes, mtime in ns, inode, device); None when ``path`` is not a regular file
+        that can be stat'ed.
+    """
+    if "://" in path or path.startswith("/vsi"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _identity(st) if stat.S_ISREG(st.st_mode) else None
 
 
 def lowest_priority() -> None:
@@ -39,75 +68,57 @@ def lowest_priority() -> None:
 
 
 def file_checksum(path: str) -> str:
-    """SHA-256 of a file: OpenSSL's is hardware-accelerated on current CPUs, about twice as fast
-    as BLAKE2b here (0.55 s against 1.12 s for the 921 MiB 16x scene). Hashed from a read-only
-    memory map, without copying the file; each piece is unmapped once hashed, so the file's
-    pages do not count as this process's resident memory."""
-    h = hashlib.sha256()
+    """SHA-256 of a file (hex): OpenSSL's is hardware-accelerated on current CPUs, about twice
+    as fast as BLAKE2b here. Read with :func:`hashlib.file_digest` (no memory map)."""
+    return _hashed(path)[1]
+
+
+def _hashed(path: str) -> tuple[Identity | None, str]:
+    """(identity of the file hashed, or None if it changed while it was read; SHA-256 hex)."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return h.hexdigest()
-        try:
-            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):  # not mappable (a pipe, some file systems): read it
-            while piece := f.read(PIECE):
-                h.update(piece)
-            return h.hexdigest()
-        piece = max(1, PIECE // mmap.PAGESIZE) * mmap.PAGESIZE  # madvise takes page-aligned ranges
-        with m, memoryview(m) as view:
-            for start in range(0, size, piece):
-                h.update(view[start:start + piece])
-                if hasattr(m, "madvise"):
-                    m.madvise(mmap.MADV_DONTNEED, start, min(piece, size - start))
-    return h.hexdigest()
-
-
-def _key(path: str) -> tuple[str, tuple[int, int]] | None:
-    """(real path, (size, mtime)) of a regular file; None for anything else."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return os.path.realpath(path), (st.st_size, st.st_mtime_ns)
+        before = _identity(os.fstat(f.fileno()))
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        after = _identity(os.fstat(f.fileno()))
+    return (before if before == after else None), digest
 
 
 def start(path: str) -> None:
     """Begin checksumming a local file in a background thread (daemon, lowest priority);
     :func:`checksum` of the same, unchanged file then waits for that result."""
-    key = _key(path)
-    if key is None:
+    ident = identity(path)
+    if ident is None:
         return
+    real = os.path.realpath(path)
     fut: Future = Future()
 
     def work() -> None:
         lowest_priority()
         try:
-            fut.set_result(file_checksum(key[0]))
+            fut.set_result(_hashed(real))
         except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the result
             fut.set_exception(e)
 
     with _lock:
-        if key[0] in _started:
+        if real in _started:
             return
-        _started[key[0]] = (key[1], fut)
+        _started[real] = (ident, fut)
     threading.Thread(target=work, name="sceneclass-checksum", daemon=True).start()
 
 
 def checksum(path: str) -> str:
-    """SHA-256 of a file: the one :func:`start` began if the file's size and modification time
-    have not changed since, else computed now."""
-    key = _key(path)
-    if key is not None:
+    """SHA-256 of a file: the one :func:`start` began if the file it hashed is the file now at
+    ``path`` (same size, modification time, inode and device), else computed now."""
+    ident = identity(path)
+    if ident is not None:
         with _lock:
-            began = _started.pop(key[0], None)
-        if began is not None and began[0] == key[1]:
+            began = _started.pop(os.path.realpath(path), None)
+        if began is not None:
             try:
-                return began[1].result()
+                hashed, digest = began[1].result()
             except OSError:
-                pass
+                hashed = None
+            if hashed is not None and hashed == ident:
+                return digest
     return file_checksum(path)
 
 

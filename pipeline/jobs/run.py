@@ -17,7 +17,8 @@ from .atomic import partial_path
 from .._engine.decoded import DecodedChunks, keep_place
 from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from .checksum import identity
 from ..scene import Scene, is_url, open_scene, raster_errors
 from ..palette import build_palette, check_palette, check_table_alpha
 from .progress import phase
@@ -49,7 +50,8 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
           legend_of: Callable[[np.ndarray], dict], staged: Callable[[], None] | None = None) -> np.ndarray:
     """The write pass: classify, colour and write tile by tile; returns pixels per class id
     (from the exact histogram for 8/16-bit data, else counted by the same pass). ``staged``:
-    called when the pass has read every pixel but the COG is still to be assembled."""
+    called when the pass has read every pixel, before the output is assembled or committed
+    (it may raise to stop the run with nothing written)."""
     bands = BANDS[cfg.output.mode]
     known = counts_from_hist(scene, fitted)
     if cfg.output.resolved_format == "cog":
@@ -62,13 +64,29 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
         colours = colorize(classes, palette, bands) if bands else None
         extra = {"counts": class_counts(classes, fitted.n_classes)} if known is None else {}
         attrs = lambda res: {"sceneclass_legend": legend_of(res.get("counts", known))}  # noqa: E731
-        counts = write_zarr(classes, colours, scene, final, extra, attrs).get("counts")
+        counts = write_zarr(classes, colours, scene, final, extra, attrs, staged=staged).get("counts")
     return (known if known is not None else counts)[: fitted.n_classes + 1]
 
 
+def input_changed(path: str, written: bool = False) -> InputError:
+    """The error of a run whose input changed (was replaced or rewritten) while it ran;
+    ``written``: only after the output was complete (its checksum or extras may not match)."""
+    if written:
+        return InputError(f"{path}: the input changed at the end of the run, after its pixels were read; "
+                          "the output is marked failed, run again")
+    return InputError(f"{path}: the input changed during the run (replaced or rewritten while it was read); "
+                      "nothing was written for it, run again")
+
+
 def run(cfg: RunConfig) -> RunResult:
-    """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write."""
+    """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write.
+
+    The input's identity (size, modification time, inode, device) is taken before the passes
+    and checked once they have read every pixel, before the output replaces anything: an input
+    that changed meanwhile fails the run (:class:`InputError`) and nothing is written.
+    """
     final = check_paths(cfg)
+    before = identity(cfg.input)
     check_palette(cfg.palette, cfg.class_count)
     if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
         check_table_alpha(cfg.palette)
@@ -81,7 +99,7 @@ def run(cfg: RunConfig) -> RunResult:
         local = cfg.dask.scheduler in (*LOCAL_SCHEDULERS, "local")
         place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in, local)
         if place is not None:
-            keep = DecodedChunks(scene, partial_path(final, ".decoded"), memory=place == "memory")
+            keep = DecodedChunks(scene, partial_path(final, ".decoded", make=None), memory=place == "memory")
             log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20,
                      "memory" if keep.memory else final.parent)
         try:
@@ -95,9 +113,15 @@ def run(cfg: RunConfig) -> RunResult:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
                                         version=__version__, output=str(final))
 
+                def staged() -> None:  # every pixel read; nothing committed yet
+                    if identity(cfg.input) != before:
+                        raise input_changed(cfg.input)
+                    if keep is not None:
+                        keep.start_removal()
+
                 with phase("classify+write"):
                     counts = write(cfg, keep.reader() if keep else scene, fitted, palette, final, legend_of,
-                                   staged=keep.start_removal if keep else None)
+                                   staged=staged)
         finally:
             if keep is not None:
                 keep.remove()

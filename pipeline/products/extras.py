@@ -35,6 +35,26 @@ def extra_paths(output: Path) -> dict[str, Path]:
     return {key: sibling(output, suffix) for key, suffix in SUFFIXES.items()}
 
 
+def requested_paths(output: Path, o) -> dict[str, Path]:
+    """The extra files a run writes for ``output``.
+
+    Parameters
+    ----------
+    output : Path
+        The run's output (COG file or Zarr store).
+    o : pipeline.jobs.config.Outputs
+        The ``outputs:`` section of the run's config.
+
+    Returns
+    -------
+    dict of str to Path
+        ``outputs`` key (``quicklook_png``, ``qml``, ...) -> the file it writes, for the
+        requested ones only.
+    """
+    paths = extra_paths(output)
+    return {key: paths[key] for key in _requested(o)}
+
+
 def _requested(o) -> list[str]:
     keys = [f"quicklook_{f}" for f in dict.fromkeys(o.quicklook_format)] if o.quicklook else []
     return keys + [k for k in ("histogram_plot", "legend_image", "qml", "sld", "gdal_color_file", "report")

@@ -328,8 +328,10 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     # nearest overviews are decimated by the write tasks; GDAL computes mode overviews itself
     own = out.overviews and out.overview_resampling == "nearest"
     factors = [1] + (overview_factors(scene.shape, out.blocksize) if own else [])
-    paths = [partial_path(final, f".staging{f}.tif") for f in factors] + [partial_path(final, ".staging.vrt")]
+    paths: list[Path] = []
     try:
+        for suffix in [f".staging{f}.tif" for f in factors] + [".staging.vrt"]:
+            paths.append(partial_path(final, suffix))
         with raster_errors(str(final)):
             levels = [create_level(p, scene, f, palette, bands or 1, out.blocksize) for p, f in zip(paths, factors)]
         (counts,) = dask.compute(stage(classes, table, levels, out.blocksize, count))

@@ -61,20 +61,25 @@ def _dataset(classes: da.Array, colours: da.Array | None, scene):
 def write_zarr(
     classes: da.Array, colours: da.Array | None, scene, final: Path,
     extra: dict | None = None, attrs_fn: Callable[[dict], dict] | None = None,
+    staged: Callable[[], None] | None = None,
 ) -> dict:
     """Write a Zarr store at ``final`` (atomically); returns the computed ``extra`` results.
 
     ``attrs_fn(results)`` gives group attributes known only after the pass (the legend).
+    ``staged()`` is called once every chunk is written, before the store replaces anything
+    at ``final``; if it raises, the store is removed and nothing is replaced.
     """
     import zarr
 
     ds = _dataset(classes, colours, scene)
-    with atomic_output(final) as tmp:
+    with atomic_output(final, make="dir") as tmp:
         with warnings.catch_warnings():  # consolidated metadata: what xarray.open_zarr looks for first
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3)
         (results,) = dask.compute((delayed, extra or {}))
         results = results[1]
+        if staged is not None:
+            staged()
         if attrs_fn is not None:
             attrs = json.loads(json.dumps(attrs_fn(results)))
             zarr.open_group(tmp, mode="r+").attrs.update(attrs)
