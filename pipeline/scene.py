@@ -33,7 +33,6 @@ from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.rpc import RPC
 from rasterio.enums import Interleaving
-
 from rasterio.windows import Window
 
 from .errors import ConfigError, InputError
