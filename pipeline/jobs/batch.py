@@ -23,12 +23,13 @@ from typing import Iterator
 
 from .atomic import sweep
 from .checksum import lowest_priority
-from .config import InputSpec, RunConfig
-from ..errors import ConfigError, SceneclassError
+from .config import InputSpec, RunConfig, check_suffix
+from ..errors import BUG_EXIT_CODE, ConfigError, OutputError, SceneclassError
 from ..scene import is_url
 from .manifest import (
     Verdict, config_hash, fingerprint, judge, manifest_path, output_fingerprint, versions, write_manifest,
 )
+from ..urls import redact, redact_text
 from ..writers.legend import legend_path
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -113,6 +114,10 @@ def render_output(cfg: RunConfig, path: str, band: int) -> Path:
     fields = {"stem": Path(name).stem, "name": name, "band": band,
               "scheme": cfg.classes.scheme, "date": scene_date(path)}
     rel = cfg.output.path.format(**fields)
+    try:
+        check_suffix(rel, cfg.output.resolved_format)
+    except ValueError as e:
+        raise ConfigError(f"{e} (for {redact(path)})") from None
     folder = output_folder(cfg).resolve()
     target = (folder / rel) if cfg.output.folder else Path(rel)
     resolved = target.resolve()
@@ -134,12 +139,41 @@ def plan(cfg: RunConfig) -> list[Job]:
         band = update.get("band", cfg.band)
         out = render_output(cfg, path, band)
         if out in owners:
-            raise ConfigError(f"output.path: {owners[out]} and {path} would both write {out}; add {{stem}} to the template")
+            raise ConfigError(f"output.path: {redact(owners[out])} and {redact(path)} would both write {out}; "
+                              "add {stem} to the template")
         owners[out] = path
         job_cfg = cfg.model_copy(update=update | {"output": cfg.output.model_copy(update={"path": str(out), "folder": None})})
         jobs.append(Job(job_cfg, out))
     if not jobs:
         raise ConfigError("inputs: no input matched")
+    return jobs
+
+
+def check(cfg: RunConfig) -> list[Job]:
+    """Everything a run checks without reading pixels, for every job of ``cfg``: the plan
+    (outputs rendered, inside their folder, named for their format, not colliding), then per job
+    :func:`pipeline.jobs.run.preflight` with the input's header (the file opens, the band exists).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A validated config.
+
+    Returns
+    -------
+    list of Job
+        The planned jobs.
+
+    Raises
+    ------
+    ConfigError, InputError
+        The first problem found, naming the key or the file.
+    """
+    from .run import preflight
+
+    jobs = plan(cfg)
+    for job in jobs:
+        preflight(job.config, header=True)
     return jobs
 
 
@@ -151,9 +185,12 @@ def side_files(job: Job) -> list[Path]:
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive, non-blocking lock on the output folder (released if the process dies)."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise output_error(e, folder, "cannot use the output folder") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,12 +205,47 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------ running
+def output_error(e: OSError, output: Path, what: str = "cannot write the output") -> OutputError:
+    """An OSError met while writing ``output`` as one line naming the output and the cause.
+
+    Parameters
+    ----------
+    e : OSError
+        The error (read-only file system, no space left, permission denied, ...).
+    output : Path
+        The output (file, store or folder) being written.
+    what : str
+        What failed, in words.
+
+    Returns
+    -------
+    OutputError
+        Exit code 4.
+    """
+    cause = e.strerror or str(e) or type(e).__name__
+    name = e.filename if e.filename and str(e.filename) != str(output) else None
+    return OutputError(f"{output}: {what}: {cause}" + (f" ({name})" if name else ""))
+
+
+def _failure(e: BaseException, job: Job) -> tuple[str, int]:
+    """(one line, exit code) for an exception that ended ``job``'s run."""
+    if isinstance(e, SceneclassError):
+        return str(e), e.exit_code
+    if isinstance(e, OSError):
+        if e.filename is not None and str(e.filename) == job.config.input:
+            return f"{job.config.input}: cannot read the input: {e.strerror or e}", 1
+        err = output_error(e, job.output)
+        return str(err), err.exit_code
+    return (f"{job.config.input} -> {job.output}: internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
+            "rerun with -vv for the traceback and report it"), BUG_EXIT_CODE
+
+
 def _record(job: Job, started: float, input_fp: dict | None) -> None:
     leg = job.result.legend if job.result is not None else None
     data = {
         "status": job.status,
         "error": job.error,
-        "input": job.config.input,
+        "input": redact(job.config.input),
         "output": str(job.output),
         "config_hash": config_hash(job.config),
         "input_fingerprint": input_fp,
@@ -203,11 +275,8 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     try:
         job.result = run(job.config)
         job.status = "done"
-    except SceneclassError as e:
-        job.status, job.error, job.exit_code = "failed", str(e), e.exit_code
     except Exception as e:  # one bad scene must not stop the batch
-        job.status, job.error, job.exit_code = "failed", f"{job.config.input}: {type(e).__name__}: {e}", 1
-        log.debug("%s", job.error, exc_info=True)
+        _failed(job, e)
     if job.status == "failed" and log_errors:
         log.error("%s", job.error)
     try:
@@ -215,7 +284,19 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     except OSError:
         input_fp = None  # missing input: the run above failed and said so
     job.seconds = time.time() - started
-    _record(job, started, input_fp)
+    try:
+        _record(job, started, input_fp)
+    except Exception as e:
+        _failed(job, e)
+        if log_errors:
+            log.error("%s", job.error)
+
+
+def _failed(job: Job, e: Exception) -> None:
+    message, code = _failure(e, job)
+    job.status, job.error, job.exit_code = "failed", redact_text(message), code
+    if not isinstance(e, SceneclassError):
+        log.debug("%s", job.error, exc_info=True)  # -vv: the traceback
 
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
