@@ -73,7 +73,12 @@ def redact_text(text: str) -> str:
     """Every URL inside ``text`` redacted with :func:`redact` (for log and error lines)."""
     if not isinstance(text, str) or "://" not in text:
         return text
-    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+    def one(m: re.Match) -> str:
+        url = m.group(0)
+        core = url.rstrip(".,;:!?")  # sentence punctuation after a URL is not part of it
+        return redact(core) + url[len(core):]
+
+    return _URL_IN_TEXT.sub(one, text)
 
 
 def redact_data(data: Any) -> Any:

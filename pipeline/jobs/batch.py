@@ -189,6 +189,9 @@ def folder_lock(folder: Path) -> Iterator[None]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileExistsError as e:  # the folder, or a folder above it, is a file
+        e.strerror = "a file is in the way (not a folder)"
+        raise output_error(e, folder, "cannot use the output folder") from None
     except OSError as e:
         raise output_error(e, folder, "cannot use the output folder") from None
     try:
@@ -301,7 +304,11 @@ def _failed(job: Job, e: Exception) -> None:
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
     """Plan, lock the output folder, sweep temporaries, run what is not up to date."""
+    from .run import preflight
+
     jobs = plan(cfg)
+    for job in jobs:  # config problems refuse the whole run before anything is locked or written
+        preflight(job.config)
     folder = output_folder(cfg).resolve() if cfg.inputs is not None else jobs[0].output.parent
     for job in jobs:
         job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))

@@ -511,12 +511,13 @@ def _member_fits(tag: str, value: Any) -> bool:
         return not primitive or t.startswith("dict[")
     if isinstance(value, (list, tuple)):
         return t.startswith(("list[", "tuple[", "set["))
+    quoted = t.startswith("literal[") and "'" in t  # a literal of strings (else of numbers)
     if isinstance(value, bool):
-        return t == "bool" or t.startswith("literal[")
+        return t == "bool" or (t.startswith("literal[") and not quoted)
     if isinstance(value, (int, float)):
-        return t in ("int", "float", "constrained-int", "constrained-float") or t.startswith("literal[")
+        return t in ("int", "float", "constrained-int", "constrained-float") or (t.startswith("literal[") and not quoted)
     if isinstance(value, str):
-        return t in ("str", "constrained-str") or t.startswith("literal[")
+        return t in ("str", "constrained-str") or quoted
     return value is None and t == "none"
 
 
@@ -564,6 +565,8 @@ def _describe(error: dict, keys: list) -> tuple[str, str]:
         msg = "unknown key"
     elif error["type"] == "missing":
         msg = "required key is missing"
+    elif error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        msg = "Input should be a mapping of keys"
     elif error["type"] == "union_tag_invalid":
         loc += ".scheme"
         msg = f"unknown scheme {error['ctx']['tag']!r}; one of {error['ctx']['expected_tags']}"
