@@ -605,3 +605,21 @@ def test_credentials_in_urls_are_never_shown_or_stored(tmp_path, u16):
             assert secret.encode() not in p.read_bytes(), f"{secret} in {p}"
         for proc in seen:
             assert secret not in proc.stdout + proc.stderr, (secret, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("url,want", [
+    ("http://alice:pw@h:8080/a/s.tif", "http://h:8080/a/s.tif"),
+    ("https://h/s.tif?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F2026&X-Amz-Signature=ab12"
+     "&X-Amz-Security-Token=tok", "https://h/s.tif?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED"
+     "&X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED"),
+    ("https://acct.blob.core.windows.net/c/s.tif?sv=2022-11-02&se=2026-12-01&sp=r&sig=abc%3D",
+     "https://acct.blob.core.windows.net/c/s.tif?sv=REDACTED&se=REDACTED&sp=REDACTED&sig=REDACTED"),
+    ("/vsicurl/https://u:p@h/s.tif?token=t&band=2", "/vsicurl/https://h/s.tif?token=REDACTED&band=2"),
+    ("https://h/s.tif?band=2", "https://h/s.tif?band=2"),
+    ("/data/in/s.tif", "/data/in/s.tif"),
+])
+def test_redact(url, want):
+    from pipeline.urls import redact, redact_text
+
+    assert redact(url) == want
+    assert redact_text(f"'{url}': not recognized as a raster.") == f"'{want}': not recognized as a raster."
