@@ -186,9 +186,24 @@ class JsonFormatter(logging.Formatter):
 
         data = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
                 "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            data["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data)
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """Logging filter: credentials in URLs never reach a log line (message, arguments, traceback)."""
+    from .urls import redact_text
+
+    text = record.getMessage()
+    clean = redact_text(text)
+    if clean != text:
+        record.msg, record.args = clean, None
+    if record.exc_info and record.exc_info[1] is not None:
+        trace = logging.Formatter().formatException(record.exc_info)
+        if redact_text(trace) != trace:
+            record.exc_text, record.exc_info = redact_text(trace), None
+    return True
 
 
 def _setup_logging(args) -> None:
@@ -200,6 +215,7 @@ def _setup_logging(args) -> None:
         handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(_redact_record)
     root = logging.getLogger("sceneclass")
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -224,6 +240,9 @@ def _report(batch, dry_run: bool) -> None:
 
 def _fail(args, message: str, code: int) -> int:
     """One error line: JSON on stderr in json mode, else plain; always into --log-file too."""
+    from .urls import redact_text
+
+    message = redact_text(message)
     if args.log_format == "json":
         log.error("%s", message)
         return code
@@ -240,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, key):
             setattr(args, key, value)
     _setup_logging(args)
-    from .errors import SceneclassError
+    from .errors import BUG_EXIT_CODE, OutputError, SceneclassError
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.command == "run" and not args.dry_run:  # (classify: the batch starts the checksum)
@@ -251,11 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         from .jobs.config import load_config
 
         if args.command == "validate":
-            from .jobs.batch import plan
+            import json
+
+            from .jobs.batch import check
+            from .urls import redact_data
 
             cfg = load_config(args.config, args.overrides)
-            plan(cfg)  # outputs rendered and checked against the inputs and each other
-            print(cfg.model_dump_json(indent=2))
+            check(cfg)
+            print(json.dumps(redact_data(cfg.model_dump(mode="json")), indent=2))
             return 0
         from contextlib import nullcontext
 
@@ -286,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         return batch.exit_code
     except SceneclassError as e:
         return _fail(args, str(e), e.exit_code)
+    except OSError as e:  # outside a job: the output folder, its lock, temporaries, manifests
+        where = e.filename or "output"
+        return _fail(args, f"{where}: cannot write: {e.strerror or e}", OutputError.exit_code)
+    except Exception as e:
+        log.debug("internal error", exc_info=True)  # -vv: the traceback
+        return _fail(args, f"internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
+                           "rerun with -vv for the traceback and report it", BUG_EXIT_CODE)
     except KeyboardInterrupt:
         print("sceneclass: interrupted", file=sys.stderr)
         return 130

@@ -80,7 +80,18 @@ def interpolate(colors: np.ndarray, n: int) -> np.ndarray:
 
 
 def check_palette(cfg: Palette, n: int) -> None:
-    """Refuse an explicit palette that cannot colour ``n`` classes (before any pixel is read)."""
+    """Refuse a palette that cannot colour ``n`` classes (before any pixel is read): a colour
+    that does not parse, an unknown colormap name, too few colours.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``palette.colors.I``, ``palette.name`` or ``palette.colors``.
+    """
+    for i, c in enumerate(cfg.colors or ()):
+        parse_color(c, i)
+    if cfg.name is not None:
+        colormap_table(cfg.name)
     if cfg.colors is not None and len(cfg.colors) < n and not cfg.interpolate:
         raise ConfigError(
             f"palette.colors: {len(cfg.colors)} colours for {n} classes; give at least {n} "

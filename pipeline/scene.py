@@ -152,7 +152,7 @@ def resolve_nodata(declared: float | None, setting: float | str, dtype: np.dtype
         return None  # NaN is always nodata for floats; ints cannot hold it
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        if value != int(value) or not info.min <= value <= info.max:
+        if not math.isfinite(value) or value != int(value) or not info.min <= value <= info.max:
             log.warning("nodata %s cannot occur in %s data; no pixel is masked by it", value, dtype)
             return None
     return value

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .jobs.config import BoxPlot, EqualInterval, HeadTailBreaks, Manual, NaturalBreaks, Percentiles, Quantile, StdMean
+from .errors import ClassificationError
 from .jenks import fisher_jenks
 from .stats import Stats
 
@@ -39,8 +40,24 @@ def equal_interval(cfg: EqualInterval, stats: Stats) -> np.ndarray:
     """numpy.histogram's edges: linspace(min, max, N+1) in numpy's bin dtype (bit for bit)."""
     if stats.count == 0:
         return np.histogram_bin_edges(np.empty(0, stats.dtype), bins=cfg.count)
+    lo, hi = float(stats.vmin), float(stats.vmax)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ClassificationError(
+            f"classes: equal_interval needs a finite range, but the data's minimum is {lo} and maximum {hi}; "
+            "declare the infinite values nodata or use manual breaks")
+    if not math.isfinite(hi - lo):  # a span beyond float64 (data near +-1.8e308): numpy's linspace overflows
+        t = np.linspace(0.0, 1.0, cfg.count + 1)
+        return lo * (1.0 - t) + hi * t  # each term finite; exact at both ends
     ends = np.array([stats.vmin, stats.vmax], dtype=stats.dtype)
-    return np.histogram_bin_edges(ends, bins=cfg.count)
+    try:
+        return np.histogram_bin_edges(ends, bins=cfg.count)
+    except ValueError as e:  # numpy: "Too many bins for data range"
+        if "Too many bins" not in str(e):
+            raise
+        raise ClassificationError(
+            f"classes.count: {cfg.count} equal-interval classes cannot be made between the data's minimum "
+            f"{lo!r} and maximum {hi!r}: {stats.dtype} has too few representable values in that range for "
+            f"{cfg.count + 1} different edges; use fewer classes (or another scheme)") from None
 
 
 @register("manual")
@@ -53,6 +70,9 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     diff = b - a
     out = np.add(a, diff * t)
     np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5, casting="unsafe")
+    over = ~np.isfinite(diff) & np.isfinite(a) & np.isfinite(b)
+    if over.any():  # a and b near float64's opposite limits: weigh each end instead (no overflow)
+        out = np.where(over, a * (1 - t) + b * t, out)
     return out
 
 
@@ -154,6 +174,10 @@ def _head_tail_levels(x: np.ndarray, mean_above: Callable[[int], float], cap: in
     lo = 0
     while True:
         mean = mean_above(lo)
+        if not math.isfinite(mean):
+            raise ClassificationError(
+                "classes.scheme: head_tail_breaks cannot classify this data: the sum of its values overflows "
+                "float64; use equal_interval, quantile, percentiles or manual breaks")
         if cuts and cuts[-1] == mean:  # mapclassify's guard against float round-off (GH#117)
             return cuts, False
         cuts.append(mean)
@@ -196,6 +220,10 @@ def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
             if total is None:
                 n, total, lo_v, hi_v = stats.tail(threshold)
             mean = total / n
+            if not math.isfinite(mean):
+                raise ClassificationError(
+                    "classes.scheme: head_tail_breaks cannot classify this data: the sum of its values overflows "
+                    "float64; use equal_interval, quantile, percentiles or manual breaks")
             if cuts and cuts[-1] == mean:
                 break
             cuts.append(mean)
@@ -250,10 +278,46 @@ def needs_distribution(cfg) -> bool:
     return cfg.scheme in NEEDS_DISTRIBUTION
 
 
+#: schemes whose arithmetic on the values (means, sums of squares, bin widths) overflows when
+#: the data's range is wider than float64 can represent as a difference
+ARITHMETIC = frozenset({"natural_breaks", "std_mean", "head_tail_breaks", "box_plot"})
+
+
+def check_edges(cfg, edges: np.ndarray) -> None:
+    """Refuse edges that cannot be written or applied: NaN, or an infinite edge anywhere but
+    an open end (-inf first, +inf last). Such edges come from arithmetic that overflows on data
+    near the limits of its type (mean and standard deviation of float64 values near 1e308,
+    values of +-inf in the data).
+
+    Raises
+    ------
+    ClassificationError
+        Naming the scheme and the first bad edge.
+    """
+    bad = np.isnan(edges)
+    inner = np.isinf(edges)
+    inner[0] &= edges[0] > 0  # -inf may open the first class
+    inner[-1] &= edges[-1] < 0  # +inf may close the last
+    bad |= inner
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ClassificationError(
+            f"classes: {cfg.scheme} edge {k} of {len(edges) - 1} classes is {edges[k]} for this data "
+            "(its values or their spread overflow float64 arithmetic, or the data holds infinities); "
+            "classify it with equal_interval, quantile or manual breaks, or mask the extreme values")
+
+
 def class_edges(cfg, stats: Stats) -> np.ndarray:
     """The N+1 edges for the config's scheme; warns when classes collapse (repeated edges)."""
-    edges = SCHEMES[cfg.scheme](cfg, stats)
-    repeated = int(np.count_nonzero(np.diff(edges) == 0))
+    if stats.count and cfg.scheme in ARITHMETIC and not math.isfinite(float(stats.vmax) - float(stats.vmin)):
+        raise ClassificationError(
+            f"classes.scheme: {cfg.scheme} cannot classify this data: its values span {float(stats.vmin)!r} to "
+            f"{float(stats.vmax)!r}, a range float64 arithmetic overflows on; use equal_interval, quantile, "
+            "percentiles or manual breaks (or declare the extreme values nodata)")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflowing edges are refused just below
+        edges = SCHEMES[cfg.scheme](cfg, stats)
+    check_edges(cfg, edges)
+    repeated = int(np.count_nonzero(edges[1:] == edges[:-1]))
     if repeated:
         log.warning(
             "%s: %d of %d classes collapse to an empty range (repeated edges); they are kept, empty",

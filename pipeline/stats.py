@@ -262,8 +262,9 @@ def block_moments(block: np.ndarray, nodata: float | None) -> np.ndarray:
     v = valid_values(block, nodata).astype(np.float64)
     if v.size == 0:
         return np.zeros((1, 1, 3))
-    s = v.sum()
-    return np.array([[[v.size, s, np.square(v - s / v.size).sum()]]])
+    with np.errstate(over="ignore", invalid="ignore"):  # data near float64's limits: inf/nan, refused by the scheme
+        s = v.sum()
+        return np.array([[[v.size, s, np.square(v - s / v.size).sum()]]])
 
 
 def merge_moments(rows: np.ndarray) -> tuple[int, float, float]:
@@ -272,9 +273,10 @@ def merge_moments(rows: np.ndarray) -> tuple[int, float, float]:
     n = int(rows[:, 0].sum())
     if n == 0:
         return 0, math.nan, math.nan
-    mean = float(rows[:, 1].sum()) / n
-    block_mean = rows[:, 1] / rows[:, 0]
-    return n, mean, float((rows[:, 2] + rows[:, 0] * np.square(block_mean - mean)).sum())
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(rows[:, 1].sum()) / n
+        block_mean = rows[:, 1] / rows[:, 0]
+        return n, mean, float((rows[:, 2] + rows[:, 0] * np.square(block_mean - mean)).sum())
 
 
 def block_binned(block: np.ndarray, nodata: float | None, edges: np.ndarray) -> np.ndarray:

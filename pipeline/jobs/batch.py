@@ -22,14 +22,15 @@ from pathlib import Path
 from .atomic import sweep
 from .collisions import check_collisions, read_paths
 from .checksum import identity, lowest_priority
-from .config import InputSpec, RunConfig
+from .config import InputSpec, RunConfig, check_suffix
 from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LockedError: re-exported)
-from ..errors import ConfigError, SceneclassError
+from ..errors import BUG_EXIT_CODE, ConfigError, OutputError, SceneclassError, output_error  # noqa: F401
 from ..scene import is_url
 from .manifest import (
     Verdict, config_hash, fingerprint, judge, manifest_path, output_fingerprint, versions, write_manifest,
 )
 from ..products.extras import requested_paths
+from ..urls import redact, redact_text
 from ..writers.legend import legend_path
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -107,6 +108,10 @@ def render_output(cfg: RunConfig, path: str, band: int) -> Path:
     fields = {"stem": Path(name).stem, "name": name, "band": band,
               "scheme": cfg.classes.scheme, "date": scene_date(path)}
     rel = cfg.output.path.format(**fields)
+    try:
+        check_suffix(rel, cfg.output.resolved_format)
+    except ValueError as e:
+        raise ConfigError(f"{e} (for {redact(path)})") from None
     folder = output_folder(cfg).resolve()
     target = (folder / rel) if cfg.output.folder else Path(rel)
     resolved = target.resolve()
@@ -138,7 +143,8 @@ def plan(cfg: RunConfig) -> list[Job]:
         band = update.get("band", cfg.band)
         out = render_output(cfg, path, band)
         if out in owners:
-            raise ConfigError(f"output.path: {owners[out]} and {path} would both write {out}; add {{stem}} to the template")
+            raise ConfigError(f"output.path: {redact(owners[out])} and {redact(path)} would both write {out}; "
+                              "add {stem} to the template")
         owners[out] = path
         job_cfg = cfg.model_copy(update=update | {"output": cfg.output.model_copy(update={"path": str(out), "folder": None})})
         jobs.append(Job(job_cfg, out))
@@ -168,17 +174,58 @@ def written_paths(job: Job) -> list[tuple[Path, str, bool]]:
     return paths
 
 
+def check(cfg: RunConfig) -> list[Job]:
+    """Everything a run checks without reading pixels, for every job of ``cfg``: the plan
+    (outputs rendered, inside their folder, named for their format, not colliding), then per job
+    :func:`pipeline.jobs.run.preflight` with the input's header (the file opens, the band exists).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A validated config.
+
+    Returns
+    -------
+    list of Job
+        The planned jobs.
+
+    Raises
+    ------
+    ConfigError, InputError
+        The first problem found, naming the key or the file.
+    """
+    from .run import preflight
+
+    jobs = plan(cfg)
+    for job in jobs:
+        preflight(job.config, header=True)
+    return jobs
+
+
 def side_files(job: Job) -> list[Path]:
     return [legend_path(job.output)] if job.config.output.legend else []
 
 
 # ------------------------------------------------------------------------ running
+def _failure(e: BaseException, job: Job) -> tuple[str, int]:
+    """(one line, exit code) for an exception that ended ``job``'s run."""
+    if isinstance(e, SceneclassError):
+        return str(e), e.exit_code
+    if isinstance(e, OSError):
+        if e.filename is not None and str(e.filename) == job.config.input:
+            return f"{job.config.input}: cannot read the input: {e.strerror or e}", 1
+        err = output_error(e, job.output)
+        return str(err), err.exit_code
+    return (f"{job.config.input} -> {job.output}: internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
+            "rerun with -vv for the traceback and report it"), BUG_EXIT_CODE
+
+
 def _record(job: Job, started: float, input_fp: dict | None) -> None:
     leg = job.result.legend if job.result is not None else None
     data = {
         "status": job.status,
         "error": job.error,
-        "input": job.config.input,
+        "input": redact(job.config.input),
         "output": str(job.output),
         "config_hash": config_hash(job.config),
         "input_fingerprint": input_fp,
@@ -209,11 +256,8 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     try:
         job.result = run(job.config)
         job.status = "done"
-    except SceneclassError as e:
-        job.status, job.error, job.exit_code = "failed", str(e), e.exit_code
     except Exception as e:  # one bad scene must not stop the batch
-        job.status, job.error, job.exit_code = "failed", f"{job.config.input}: {type(e).__name__}: {e}", 1
-        log.debug("%s", job.error, exc_info=True)
+        _failed(job, e)
     try:
         input_fp = known or pending.result()
     except OSError:
@@ -226,12 +270,28 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     if job.status == "failed" and log_errors:
         log.error("%s", job.error)
     job.seconds = time.time() - started
-    _record(job, started, input_fp)
+    try:
+        _record(job, started, input_fp)
+    except Exception as e:
+        _failed(job, e)
+        if log_errors:
+            log.error("%s", job.error)
+
+
+def _failed(job: Job, e: Exception) -> None:
+    message, code = _failure(e, job)
+    job.status, job.error, job.exit_code = "failed", redact_text(message), code
+    if not isinstance(e, SceneclassError):
+        log.debug("%s", job.error, exc_info=True)  # -vv: the traceback
 
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
     """Plan, lock the output folder, sweep temporaries, run what is not up to date."""
+    from .run import preflight
+
     jobs = plan(cfg)
+    for job in jobs:  # config problems refuse the whole run before anything is locked or written
+        preflight(job.config)
     folder = run_folder(cfg, jobs)
     for job in jobs:
         job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))

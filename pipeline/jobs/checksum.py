@@ -126,18 +126,22 @@ def start_for_config(config_path: str, overrides: list[str] = ()) -> None:
     """Start the checksum of a config's single local ``input`` (``--set input=...`` counts),
     before the config is validated; any problem is left for :func:`pipeline.config.load_config`
     to report. Relative paths resolve as the config resolves them."""
+    from pathlib import Path
+
     import yaml  # loaded by the config anyway
 
+    from ..errors import ConfigError
+    from .config import load_yaml_text, read_yaml  # the config's own guarded loader (size, UTF-8, aliases)
+
     try:
-        with open(config_path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        path = data.get("input") if isinstance(data, dict) else None
+        data = read_yaml(Path(config_path))
+        path = data.get("input")
         base = os.path.dirname(os.path.realpath(config_path))
         for text in overrides:
             key, sep, value = text.partition("=")
             if sep and key.strip() == "input":
-                path, base = yaml.safe_load(value), os.getcwd()
-    except (OSError, ValueError, yaml.YAMLError):
+                path, base = load_yaml_text(value), os.getcwd()
+    except (OSError, ValueError, yaml.YAMLError, ConfigError):
         return
     if isinstance(path, str) and "://" not in path and not path.startswith("/vsi") and "{" not in path:
         start(os.path.join(base, os.path.expanduser(path)))

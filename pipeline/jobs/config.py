@@ -7,6 +7,7 @@ Relative paths in a config file resolve against the config file's folder; paths 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -159,7 +160,7 @@ Classes = Annotated[
 class Palette(_Model):
     """Class colours: explicit ``colors`` (hex or [r, g, b]) or a named colormap sampled to N classes."""
 
-    colors: list[Union[str, list[int]]] | None = None
+    colors: list[Union[str, list[int]]] | None = Field(None, min_length=1)
     name: str | None = None
     interpolate: bool = False
     reverse: bool = False
@@ -213,11 +214,49 @@ class Output(_Model):
             raise ValueError("must be a multiple of 16 (GeoTIFF tiles)")
         return v
 
+    @field_validator("path", "folder")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        if v is not None and _is_url(v):
+            raise ValueError(f"{v!r}: outputs are written to local (or mounted) folders; URLs are not supported yet")
+        return v
+
+    @model_validator(mode="after")
+    def _suffix_matches_format(self) -> "Output":
+        if "{" not in Path(self.path).name:  # a template's name is checked once rendered (batch.plan)
+            check_suffix(self.path, self.resolved_format)
+        return self
+
     @property
     def resolved_format(self) -> str:
         if self.format:
             return self.format
         return "zarr" if self.path.rstrip("/").lower().endswith(".zarr") else "cog"
+
+
+#: file name suffixes each output format may be written under
+FORMAT_SUFFIXES = {"cog": (".tif", ".tiff"), "zarr": (".zarr",)}
+
+
+def check_suffix(path: str, fmt: str) -> None:
+    """Refuse an output name whose suffix does not say what is written there.
+
+    Parameters
+    ----------
+    path : str
+        The output path (rendered, or a literal path from the config).
+    fmt : {"cog", "zarr"}
+        The output format.
+
+    Raises
+    ------
+    ValueError
+        The name does not end in one of ``FORMAT_SUFFIXES[fmt]`` (the message names output.path).
+    """
+    suffix = Path(path.rstrip("/")).suffix.lower()
+    if suffix not in FORMAT_SUFFIXES[fmt]:
+        raise ValueError(f"output.path: {Path(path).name!r} does not name a {fmt} output; "
+                         f"its name must end in {' or '.join(FORMAT_SUFFIXES[fmt])}")
 
 
 class Processing(_Model):
@@ -353,7 +392,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml_text(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     if key in PATH_KEYS and isinstance(value, str):
@@ -361,16 +400,92 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+#: a config file larger than this is not a config (a raster passed by mistake, say)
+MAX_CONFIG_BYTES = 4 << 20
+#: at most this many YAML nodes once every alias is expanded ("billion laughs" guard)
+MAX_EXPANDED_NODES = 100_000
+
+
+class SafeConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys and documents whose aliases expand past
+    :data:`MAX_EXPANDED_NODES` nodes (checked on the composed node graph, before any Python
+    object is built, so an alias bomb costs no memory)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            size = _expanded_size(node, {}, set())
+            if size > MAX_EXPANDED_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"the document expands to more than {MAX_EXPANDED_NODES:,} values once its "
+                    "aliases (*name) are expanded; refusing it", node.start_mark)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, memo: dict, active: set) -> int:
+    """Nodes under ``node`` with every alias expanded (a shared node counts at each use)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:  # a recursive alias: expands without end
+        return MAX_EXPANDED_NODES + 1
+    if isinstance(node, yaml.ScalarNode):
+        return 1
+    active.add(key)
+    children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+    total = 1
+    for child in children:
+        total += _expanded_size(child, memo, active)
+        if total > MAX_EXPANDED_NODES:
+            break
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
+def load_yaml_text(text: str):
+    """Parse YAML text with :class:`SafeConfigLoader` (raises yaml.YAMLError)."""
+    loader = SafeConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> dict:
     """Read a YAML mapping with the safe loader; errors name the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: not a config file ({size:,} bytes; a YAML config is text, "
+                              f"at most {MAX_CONFIG_BYTES >> 20} MiB)")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path} (line {line}): not a UTF-8 text file (byte 0x{raw[e.start]:02x} at offset "
+                          f"{e.start}); a config is YAML text in UTF-8") from None
+    try:
+        data = load_yaml_text(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -383,22 +498,113 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line naming the first offending key, e.g. ``cfg.yaml: classes.count: ...``."""
-    first = err.errors()[0]
-    parts = [str(p) for p in first["loc"]]
-    if len(parts) > 1 and parts[0] == "classes" and parts[1] in SCHEME_NAMES:
-        del parts[1]  # the union's tag, not a key the user wrote
-    loc = ".".join(parts) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+_PRIMITIVE_TAGS = ("str", "int", "float", "bool", "none", "constrained-str", "constrained-int",
+                   "constrained-float")
+_KEY_IN_MESSAGE = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): (.+)$", re.S)
+
+
+def _member_fits(tag: str, value: Any) -> bool:
+    """Does union member ``tag`` (pydantic's name for it) take values of ``value``'s type?"""
+    t = tag.lower()
+    primitive = t in _PRIMITIVE_TAGS or t.startswith(("list[", "tuple[", "set[", "dict[", "literal[", "function-"))
+    if isinstance(value, dict):
+        return not primitive or t.startswith("dict[")
+    if isinstance(value, (list, tuple)):
+        return t.startswith(("list[", "tuple[", "set["))
+    quoted = t.startswith("literal[") and "'" in t  # a literal of strings (else of numbers)
+    if isinstance(value, bool):
+        return t == "bool" or (t.startswith("literal[") and not quoted)
+    if isinstance(value, (int, float)):
+        return t in ("int", "float", "constrained-int", "constrained-float") or (t.startswith("literal[") and not quoted)
+    if isinstance(value, str):
+        return t in ("str", "constrained-str") or quoted
+    return value is None and t == "none"
+
+
+def _split_loc(loc: tuple, etype: str, data: Any) -> tuple[list, list]:
+    """A pydantic error location -> (the keys the user wrote, the union branches on the way:
+    (keys up to the union, pydantic's name of the member, the value the union was given))."""
+    keys, branches, cur = [], [], data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(cur, dict) and part in cur:
+            keys.append(part)
+            cur = cur[part]
+        elif isinstance(cur, (list, tuple)) and isinstance(part, int) and 0 <= part < len(cur):
+            keys.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) and last and etype in ("missing", "extra_forbidden"):
+            keys.append(part)  # a key that is missing (or was given but is unknown)
+        elif isinstance(part, str):  # a union member's name, not a key the user wrote
+            branches.append((tuple(keys), part, cur))
+        else:
+            keys.append(part)
+            cur = None
+    return keys, branches
+
+
+def _fitting(entries: list) -> list:
+    """Drop the errors of union members that do not take the given value's type (shallowest
+    union first), where some member does."""
+    points = sorted({b[0] for _, _, branches in entries for b in branches}, key=len)
+    for point in points:
+        at = [(x, b) for x in entries for b in x[2] if b[0] == point]
+        if not at:
+            continue
+        value = at[0][1][2]
+        misfits = {id(x) for x, b in at if not _member_fits(b[1], value)}
+        if len(misfits) < len(at):
+            entries = [x for x in entries if id(x) not in misfits]
+    return entries
+
+
+def _describe(error: dict, keys: list) -> tuple[str, str]:
+    loc = ".".join(str(k) for k in keys) or "(top level)"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif first["type"] == "missing":
+    elif error["type"] == "missing":
         msg = "required key is missing"
-    elif first["type"] == "union_tag_invalid":
+    elif error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        msg = "Input should be a mapping of keys"
+    elif error["type"] == "union_tag_invalid":
         loc += ".scheme"
-        msg = f"unknown scheme {first['ctx']['tag']!r}; one of {first['ctx']['expected_tags']}"
-    more = len(err.errors()) - 1
+        msg = f"unknown scheme {error['ctx']['tag']!r}; one of {error['ctx']['expected_tags']}"
+    m = _KEY_IN_MESSAGE.match(msg)
+    if m and (loc == "(top level)" or m.group(1).startswith(loc)):
+        loc, msg = m.groups()  # a model check that names its own key
+    return loc, msg
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def format_validation_error(err: ValidationError, source: str, data: Any = None) -> str:
+    """One line naming the first offending key, e.g. ``cfg.yaml: classes.count: ...``.
+
+    Union alternatives are resolved against the value the user gave (``data``, the validated
+    input): a mapping is reported against the model member (``inputs.0.bnad: unknown key``), a
+    string against the string members, and so on; when no member takes the value's type, the
+    line lists what the key accepts.
+    """
+    entries = _fitting([(e, *_split_loc(tuple(e["loc"]), e["type"], data)) for e in err.errors()])
+    first, keys, branches = entries[0]
+    point = branches[-1][0] if branches else None
+    if point is None or len(keys) > len(point):  # not a union, or an error inside the member
+        loc, msg = _describe(first, keys)
+    else:  # the union itself refused the value
+        here = [x for x in entries if x[2] and x[2][-1][0] == point and len(x[1]) == len(point)]
+        value = branches[-1][2]
+        loc = _describe(first, list(point))[0]
+        said = dict.fromkeys(_describe(x[0], x[1])[1] for x in here)
+        if any(_member_fits(x[2][-1][1], value) for x in here):
+            msg = "; or ".join(said)
+        else:
+            msg = f"should be {' or '.join(m.removeprefix('Input should be ') for m in said)}, not {_kind(value)}"
+    groups = {(tuple(b[0][0]) if b else tuple(k)) for _, k, b in entries}
+    more = len(groups) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {loc}: {msg}{tail}"
 
@@ -425,7 +631,7 @@ def build_config(data: dict, *, base_dir: Path, source: str, overrides: list[str
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source, data)) from None
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> RunConfig:

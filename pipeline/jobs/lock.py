@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import ConfigError, SceneclassError
+from ..errors import ConfigError, SceneclassError, output_error
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -144,7 +144,13 @@ def folder_lock(folder: Path, writes_in: Iterable[Path] = ()) -> Iterator[None]:
     """
     folders = []
     for f in (folder, *writes_in):
-        f.mkdir(parents=True, exist_ok=True)
+        try:
+            f.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as e:  # the folder, or a folder above it, is a file
+            e.strerror = "a file is in the way (not a folder)"
+            raise output_error(e, f, "cannot use the output folder") from None
+        except OSError as e:
+            raise output_error(e, f, "cannot use the output folder") from None
         folders.append(Path(os.path.realpath(f)))
     exclusive = {_key(f): f for f in folders}
     shared = {}
@@ -155,7 +161,10 @@ def folder_lock(folder: Path, writes_in: Iterable[Path] = ()) -> Iterator[None]:
                 shared.setdefault(k, up)
     locks = lock_dir()
     with ExitStack() as stack:
-        own = _open_own(folder)  # same folder, any user: the folder's own lock file
+        try:
+            own = _open_own(folder)  # same folder, any user: the folder's own lock file
+        except OSError as e:
+            raise output_error(e, folder, "cannot use the output folder") from None
         stack.callback(os.close, own)
         if not _try_lock(own, True):
             holder = os.pread(own, 200, 0).decode(errors="replace").strip() or _holders(own)

@@ -18,6 +18,7 @@ from pathlib import Path
 from .atomic import atomic_output, sibling
 from .checksum import checksum
 from ..scene import is_url
+from ..urls import redact
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
 HASHED_KEYS = ("input", "band", "nodata", "classes", "palette", "output")
@@ -31,6 +32,7 @@ def config_hash(job) -> str:
     """Hash of everything in a job's config that affects its output (not dask/processing)."""
     data = job.model_dump(mode="json", include=set(HASHED_KEYS) | {"outputs"} & set(type(job).model_fields))
     data["output"].pop("overwrite", None)
+    data["input"] = redact(data.get("input"))  # a credential must not be guessable from the hash
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -38,7 +40,7 @@ def config_hash(job) -> str:
 def quick_fingerprint(path: str) -> dict:
     """Size and mtime (cheap); URLs are fingerprinted by their address only."""
     if is_url(path):
-        return {"url": path}
+        return {"url": redact(path)}
     st = os.stat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -72,7 +74,7 @@ def read_manifest(path: Path) -> dict | None:
 
 def write_manifest(path: Path, data: dict) -> None:
     with atomic_output(path, ".json") as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def output_fingerprint(output: Path) -> dict | None:

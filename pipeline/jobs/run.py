@@ -46,6 +46,37 @@ def check_paths(cfg: RunConfig) -> Path:
     return final
 
 
+def preflight(cfg: RunConfig, *, header: bool = False) -> None:
+    """Every check of a one-input job that reads no pixel: the output is not the input, the
+    palette parses and can colour the classes, the extra outputs' libraries are installed and,
+    with ``header``, the input opens and has the band (``sceneclass validate`` runs them all;
+    a run opens the input itself).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A job's config (one ``input``, a rendered ``output.path``).
+    header : bool
+        Also open the input's header (one small read; an HTTP request for a URL).
+
+    Raises
+    ------
+    ConfigError, InputError
+        Naming the key or the file.
+    """
+    from ..products.extras import check_extras
+
+    final = Path(cfg.output.path)
+    if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
+        raise ConfigError(f"output.path: {final} is the input file; choose another path")
+    check_palette(cfg.palette, cfg.class_count)
+    if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
+        check_table_alpha(cfg.palette)
+    check_extras(cfg)
+    if header:
+        open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
+
+
 def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path,
           legend_of: Callable[[np.ndarray], dict], staged: Callable[[], None] | None = None) -> np.ndarray:
     """The write pass: classify, colour and write tile by tile; returns pixels per class id
@@ -87,9 +118,7 @@ def run(cfg: RunConfig) -> RunResult:
     """
     final = check_paths(cfg)
     before = identity(cfg.input)
-    check_palette(cfg.palette, cfg.class_count)
-    if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
-        check_table_alpha(cfg.palette)
+    preflight(cfg)
     with runtime(cfg):
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,

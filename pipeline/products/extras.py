@@ -76,6 +76,21 @@ def _put(path: Path, data: bytes | str) -> Path:
     return path
 
 
+def check_extras(cfg) -> None:
+    """Refuse (before any work) extra outputs whose libraries are not installed.
+
+    Raises
+    ------
+    ConfigError
+        Naming the ``outputs.`` key and the missing library.
+    """
+    o = cfg.outputs
+    if o.quicklook or o.legend_image or o.report:
+        _need("PIL", "quicklook" if o.quicklook else "legend_image" if o.legend_image else "report")
+    if o.histogram_plot:
+        _need("matplotlib", "histogram_plot")
+
+
 def write_extras(result, cfg) -> dict[str, Path]:
     """Write the extra outputs ``cfg.outputs`` asks for; returns {key: path} of what was written.
 
@@ -89,10 +104,7 @@ def write_extras(result, cfg) -> dict[str, Path]:
     keys = _requested(o)
     if not keys:
         return {}
-    if o.quicklook or o.legend_image or o.report:
-        _need("PIL", "quicklook" if o.quicklook else "legend_image" if o.legend_image else "report")
-    if o.histogram_plot:
-        _need("matplotlib", "histogram_plot")
+    check_extras(cfg)
     paths = extra_paths(result.output)
     written: dict[str, Path] = {}
     name = Path(result.output).stem

@@ -10,6 +10,8 @@ import html
 import json
 from pathlib import Path
 
+from ..urls import redact, redact_data
+
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
@@ -27,6 +29,11 @@ def data_uri(png: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(png).decode("ascii")
 
 
+def _edge(v: float | None, upper: bool) -> str:
+    """A legend edge for the table: null (an open end) as -inf / inf."""
+    return ("inf" if upper else "-inf") if v is None else f"{v:.6g}"
+
+
 def _row(*cells, left=()) -> str:
     return "<tr>" + "".join(
         f'<td class="l">{c}</td>' if i in left else f"<td>{c}</td>" for i, c in enumerate(cells)) + "</tr>"
@@ -38,21 +45,21 @@ def report_html(legend: dict, settings: dict, *, quicklook: bytes | None, histog
     e = html.escape
     name = Path(legend["output"]).name
     facts = [
-        ("input", legend["input"]), ("band", legend["band"]), ("dtype", legend["dtype"]),
+        ("input", redact(legend["input"])), ("band", legend["band"]), ("dtype", legend["dtype"]),
         ("shape (rows x cols)", " x ".join(str(v) for v in legend["shape"])), ("CRS", legend["crs"]),
         ("nodata", legend["nodata"]), ("min / max", f"{legend['min']} / {legend['max']}"),
         ("valid pixels", f"{legend['valid_pixels']:,}"), ("nodata pixels", f"{legend['nodata_pixels']:,}"),
         ("scheme", legend["scheme"]),
         ("classes", f"{len(legend['classes'])} ({legend.get('classes_effective', '?')} holding pixels)"),
         ("empty classes", ", ".join(str(i) for i in legend["empty_classes"]) or "none"),
-        ("edges", ", ".join(f"{v:.6g}" for v in legend["edges"])),
+        ("edges", ", ".join(_edge(v, i > 0) for i, v in enumerate(legend["edges"]))),
         ("sceneclass", legend["sceneclass_version"]),
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>sceneclass report: {e(name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(name)}</h1>",
-        f"<p>{e(legend['scheme'])} classification of <code>{e(str(legend['input']))}</code> "
+        f"<p>{e(legend['scheme'])} classification of <code>{e(redact(str(legend['input'])))}</code> "
         f"band {legend['band']}.</p>",
     ]
     if quicklook is not None:
@@ -66,7 +73,7 @@ def report_html(legend: dict, settings: dict, *, quicklook: bytes | None, histog
               "<th>upper</th><th>pixels</th><th>%</th></tr>"]
     for c in legend["classes"]:
         swatch = f'<span class="sw" style="background:{e(c["color"][:7])}"></span> {e(c["color"])}'
-        parts.append(_row(c["id"], swatch, e(c["label"]), f"{c['lower']:.6g}", f"{c['upper']:.6g}",
+        parts.append(_row(c["id"], swatch, e(c["label"]), _edge(c["lower"], False), _edge(c["upper"], True),
                           f"{c['count']:,}", f"{c['percent']:.3f}", left=(1, 2)))
     parts.append(_row(0, "transparent", "nodata", "", "", f"{legend['nodata_class']['count']:,}", "",
                       left=(1, 2)))
@@ -76,6 +83,7 @@ def report_html(legend: dict, settings: dict, *, quicklook: bytes | None, histog
     if files:
         parts += ["<h2>Files</h2>", "<ul>"] + [f"<li>{e(k)}: <code>{e(str(p))}</code></li>" for k, p in files.items()]
         parts += ["</ul>"]
+    settings = redact_data(settings)
     parts += ["<h2>Settings</h2>", f"<pre>{e(json.dumps(settings, indent=2, default=str))}</pre>",
               "</body></html>"]
     return "\n".join(parts) + "\n"

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from ..palette import to_hex
+from ..urls import redact
 
 QGIS_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 SLD_NS = "http://www.opengis.net/sld"
@@ -79,7 +80,7 @@ def sld(legend: dict, name: str) -> str:
     style = ET.SubElement(layer, q("UserStyle"))
     ET.SubElement(style, q("Name")).text = name
     ET.SubElement(style, q("Title")).text = (
-        f"sceneclass {legend['scheme']}: {len(legend['classes'])} classes of {legend['input']}")
+        f"sceneclass {legend['scheme']}: {len(legend['classes'])} classes of {redact(legend['input'])}")
     rule = ET.SubElement(ET.SubElement(style, q("FeatureTypeStyle")), q("Rule"))
     sym = ET.SubElement(rule, q("RasterSymbolizer"))
     ET.SubElement(sym, q("Opacity")).text = "1.0"

@@ -1,4 +1,11 @@
-"""The legend: per class its id, edges, colour, pixel count and percent, plus how it was made."""
+"""The legend: per class its id, edges, colour, pixel count and percent, plus how it was made.
+
+The legend is strict JSON (no NaN or Infinity, which JSON does not have): an infinite edge
+is written as ``null``. Edges never decrease and only the ends may be infinite, so a ``null``
+first edge (a class's ``lower``) means "everything below the next edge" and a ``null`` last
+edge (a class's ``upper``) means "everything above the previous edge"; manual breaks such as
+``[-.inf, 0, 10, .inf]`` give them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import numpy as np
 
 from ..jobs.atomic import atomic_output, sibling
 from ..palette import to_hex
+from ..urls import redact
 
 
 def legend_path(output: Path) -> Path:
@@ -27,6 +35,7 @@ def _num(v) -> float | int | None:
 
 
 def fmt(v: float) -> str:
+    """An edge for a label: 6 significant digits (an open end as -inf or inf)."""
     return f"{v:.6g}"
 
 
@@ -40,8 +49,8 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         n = int(counts[k])
         classes.append({
             "id": k,
-            "lower": lo,
-            "upper": hi,
+            "lower": _num(lo),
+            "upper": _num(hi),
             "closed": "both" if k == fitted.n_classes else "left",
             "label": f"{k}: {fmt(lo)} - {fmt(hi)}",
             "color": to_hex(palette[k]),
@@ -53,7 +62,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
     stats = fitted.stats
     return {
         "sceneclass_version": version,
-        "input": scene.path,
+        "input": redact(scene.path),
         "band": scene.band,
         "dtype": str(scene.dtype),
         "shape": list(scene.shape),
@@ -62,7 +71,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "nodata": _num(scene.nodata),
         "scheme": fitted.scheme,
         "classes_requested": fitted.n_classes,
-        "edges": [float(e) for e in edges],
+        "edges": [_num(float(e)) for e in edges],
         "edges_dtype": str(edges.dtype),
         "min": _num(stats.vmin),
         "max": _num(stats.vmax),
@@ -78,4 +87,4 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
 
 def write_legend(legend: dict, path: Path) -> None:
     with atomic_output(path, ".json") as tmp:
-        tmp.write_text(json.dumps(legend, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(legend, indent=2, allow_nan=False) + "\n", encoding="utf-8")
