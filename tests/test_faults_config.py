@@ -359,7 +359,7 @@ def extreme_float64(tmp_path) -> Path:
 
 
 def fit_in_process(src: Path, classes: dict):
-    from pipeline.classify import fit
+    from pipeline.core import fit
     from pipeline.jobs.config import RunConfig
     from pipeline.scene import open_scene
 
