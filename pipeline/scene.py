@@ -346,6 +346,7 @@ def open_scene(path: str, band: int = 1, nodata="file", chunk: int = 2048, tile:
                 dtype, declared = np.dtype(src.dtypes[i]), src.nodatavals[i]
                 file_scale, file_offset, file_units = src.scales[i], src.offsets[i], src.units[i]
                 mask_kind = gdal_mask_kind(src.mask_flag_enums[i])
+                interp = src.colorinterp[i].name
                 crs, transform = src.crs, src.transform
                 block = src.block_shapes[i]
                 height, width = src.height, src.width
@@ -353,6 +354,10 @@ def open_scene(path: str, band: int = 1, nodata="file", chunk: int = 2048, tile:
             raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0]})") from None
     if dtype.name not in SUPPORTED_DTYPES:
         raise InputError(f"{path}: data type {dtype} is not supported ({', '.join(SUPPORTED_DTYPES)})")
+    if interp in ("alpha", "palette"):
+        log.warning("%s band %d is %s: its values are %s, not measurements", path, band,
+                    "an alpha band" if interp == "alpha" else "paletted",
+                    "opacities" if interp == "alpha" else "colour-table indices")
     k_scale = _scale_setting("scale", scale, file_scale, 1.0)
     k_offset = _scale_setting("offset", offset, file_offset, 0.0)
     if k_scale <= 0:

@@ -522,3 +522,26 @@ def test_per_input_settings_in_a_batch(tmp_path):
     result = run(job.config)
     phys, valid = st_reference(dn, qa)
     assert result.legend["edges"] == np.histogram_bin_edges(phys[valid], bins=4).tolist()
+
+
+def test_other_schemes_in_physical_values(tmp_path):
+    """std_mean, head_tail_breaks, percentiles and box_plot on scaled, masked 16-bit data: the
+    edges mapclassify / numpy give on the physical values of the valid pixels."""
+    from pipeline.jobs.config import BoxPlot, HeadTailBreaks, Percentiles, StdMean
+
+    st, qa_path, dn, qa = st_scene(tmp_path, Window(0, 0, 200, 180))
+    phys, valid = st_reference(dn, qa)
+    v = phys[valid]
+    scene = open_scene(st, 1, 0, 100, mask=MaskRaster(qa_path, 1, (0, 1, 2, 3, 4)), scale=ST_SCALE, offset=ST_OFFSET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sm, ht = mc.StdMean(v), mc.HeadTailBreaks(v)
+    edges = fit(scene, StdMean(scheme="std_mean")).edges
+    np.testing.assert_allclose(edges[1:-1], sm.bins[:4], rtol=1e-10)
+    edges = fit(scene, HeadTailBreaks(scheme="head_tail_breaks")).edges
+    np.testing.assert_allclose(edges[1:-1], ht.bins[:-1], rtol=1e-10)
+    assert edges[0] == v.min() and edges[-1] == v.max()
+    edges = fit(scene, Percentiles(scheme="percentiles", pct=[10, 50, 90, 100])).edges
+    np.testing.assert_array_equal(edges, [v.min(), *np.percentile(v, [10, 50, 90]), v.max()])
+    edges = fit(scene, BoxPlot(scheme="box_plot")).edges
+    np.testing.assert_array_equal(edges[2:5], np.quantile(v, [0.25, 0.5, 0.75]))
