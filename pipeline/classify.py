@@ -39,6 +39,8 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
     """Statistics (one pass, one ``dask.compute``) and class edges for ``scene`` under the
     configured scheme. With ``keep``, the same pass stores the decoded chunks, and any later
     pass (extra statistics, the write) reads them instead of decoding the input again."""
+    if keep is not None and scene.mask is not None:
+        raise ValueError("fit: the decoded-chunk store does not carry masks; fit a masked scene without keep")
     graph = stats_graph(scene, needs_distribution(classes_cfg))
     if keep is not None:  # 8/16-bit: the store tasks count the histogram too (one task per chunk)
         graph["_layout"] = keep.store(hist="hist" in graph)

@@ -71,7 +71,7 @@ ScaleSetting = Union[float, Literal["file"]]
 
 def _check_range(v):
     if v is not None and not v[0] <= v[1]:
-        raise ValueError("valid_range must be [lo, hi] with lo <= hi")
+        raise ValueError("must be [lo, hi] with lo <= hi")
     return v
 
 
@@ -301,7 +301,10 @@ class InputSpec(_Model):
     offset: ScaleSetting | None = None
     units: str | None = None
 
-    _range = field_validator("valid_range")(classmethod(lambda cls, v: _check_range(v)))
+    @field_validator("valid_range")
+    @classmethod
+    def _range(cls, v):
+        return _check_range(v)
 
     def overrides(self) -> dict:
         """The settings this entry gives (its path excluded)."""
@@ -363,7 +366,10 @@ class RunConfig(_Model):
             )
         return self
 
-    _range = field_validator("valid_range")(classmethod(lambda cls, v: _check_range(v)))
+    @field_validator("valid_range")
+    @classmethod
+    def _range(cls, v):
+        return _check_range(v)
 
     @model_validator(mode="after")
     def _labels_per_class(self) -> "RunConfig":
@@ -476,6 +482,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = f"unknown scheme {first['ctx']['tag']!r}; one of {first['ctx']['expected_tags']}"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if not parts and msg.split(":", 1)[0].replace(".", "").replace("_", "").isalpha():
+        return f"{source}: {msg}{tail}"  # a whole-config check whose message names its key
     return f"{source}: {loc}: {msg}{tail}"
 
 
