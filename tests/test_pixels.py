@@ -309,7 +309,7 @@ def test_scaled_int16_ndvi_manual_breaks(tmp_path, where):
     path = write_tif(tmp_path / "ndvi.tif", raw, nodata=-32768)
     if where == "file":
         with rasterio.open(path, "r+") as dst:
-            dst.scales, dst.offsets = (0.0001,), (0.0,)
+            dst.scales, dst.offsets, dst.units = (0.0001,), (0.0,), ("NDVI",)
         extra = {}
     else:
         extra = {"scale": 0.0001, "offset": 0}
@@ -323,8 +323,11 @@ def test_scaled_int16_ndvi_manual_breaks(tmp_path, where):
     legend = result.legend
     assert [c["count"] for c in legend["classes"]] == counts.tolist()
     assert legend["classes_effective"] == 5
-    assert [c["label"] for c in legend["classes"]] == ["-1 to 0", "0 to 0.2", "0.2 to 0.4", "0.4 to 0.6", "0.6 to 1"]
+    tail = " NDVI" if where == "file" else ""
+    assert [c["label"] for c in legend["classes"]] == [
+        f"{r}{tail}" for r in ("-1 to 0", "0 to 0.2", "0.2 to 0.4", "0.4 to 0.6", "0.6 to 1")]
     assert legend["nodata_pixels"] == 20 * w and legend["outside_pixels"] == 0
+    assert legend["scale"] == 0.0001 and legend["units"] == ("NDVI" if where == "file" else None)
     np.testing.assert_array_equal(got, np_classes(phys, valid, edges))
 
 
@@ -545,3 +548,27 @@ def test_other_schemes_in_physical_values(tmp_path):
     np.testing.assert_array_equal(edges, [v.min(), *np.percentile(v, [10, 50, 90]), v.max()])
     edges = fit(scene, BoxPlot(scheme="box_plot")).edges
     np.testing.assert_array_equal(edges[2:5], np.quantile(v, [0.25, 0.5, 0.75]))
+
+
+def test_clean_files_read_no_mask(tmp_path):
+    """No GDAL mask beyond nodata (or none at all): no mask array, no mask reads, the plain path."""
+    a = np.arange(100 * 90, dtype=np.uint16).reshape(100, 90)
+    for nodata in (None, 0):
+        scene = open_scene(write_tif(tmp_path / f"clean{nodata}.tif", a, nodata=nodata), 1, "file", 64)
+        assert scene.mask is None and scene.plain() and scene.mask_sources == ()
+
+
+def test_mask_values_on_a_classification_raster(tmp_path):
+    """``mask.values``: pixels whose mask raster value is one of the listed values are masked."""
+    rng = np.random.default_rng(8)
+    a = rng.normal(10, 2, (120, 100)).astype(np.float32)
+    scl = rng.integers(0, 12, (120, 100)).astype(np.uint8)  # e.g. a Sentinel-2 scene classification
+    path = write_tif(tmp_path / "v.tif", a)
+    mpath = write_tif(tmp_path / "scl.tif", scl)
+    result, got = run_cfg(tmp_path, "v-out", input=path, mask={"path": mpath, "values": [3, 8, 9]},
+                          classes={"scheme": "quantile", "count": 5})
+    valid = ~np.isin(scl, [3, 8, 9])
+    edges = np.quantile(a[valid], np.linspace(0, 1, 6))
+    np.testing.assert_array_equal(result.fit.edges, edges)
+    assert result.legend["masked_pixels"] == int((~valid).sum())
+    np.testing.assert_array_equal(got, np_classes(a, valid, edges))
