@@ -572,3 +572,21 @@ def test_mask_values_on_a_classification_raster(tmp_path):
     np.testing.assert_array_equal(result.fit.edges, edges)
     assert result.legend["masked_pixels"] == int((~valid).sum())
     np.testing.assert_array_equal(got, np_classes(a, valid, edges))
+
+
+def test_batch_reruns_when_validity_settings_or_the_mask_change(tmp_path):
+    """The manifest's config hash covers nodata, valid_range, gdal_mask, mask, scale, offset and
+    units, and the mask raster's size and mtime: changing any of them is not "up to date"."""
+    import os
+
+    from pipeline.jobs.manifest import config_hash
+
+    st, qa_path, dn, qa = st_scene(tmp_path, Window(0, 0, 80, 70))
+    base = {"input": st, "output": {"path": str(tmp_path / "o.tif")}, "mask": {"path": qa_path, "bits": [3]}}
+    h0 = config_hash(build_config(base, base_dir=tmp_path, source="t"))
+    for key, value in [("scale", 2.0), ("offset", 1.0), ("units", "K"), ("valid_range", [1, 9]),
+                       ("gdal_mask", False), ("nodata", [0, 1]), ("mask", {"path": qa_path, "bits": [4]})]:
+        assert config_hash(build_config(dict(base, **{key: value}), base_dir=tmp_path, source="t")) != h0, key
+    st_qa = os.stat(qa_path)
+    os.utime(qa_path, ns=(st_qa.st_atime_ns, st_qa.st_mtime_ns + 10**9))
+    assert config_hash(build_config(base, base_dir=tmp_path, source="t")) != h0

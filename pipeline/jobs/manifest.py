@@ -20,7 +20,8 @@ from .checksum import checksum
 from ..scene import is_url
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
-HASHED_KEYS = ("input", "band", "nodata", "classes", "palette", "output")
+HASHED_KEYS = ("input", "band", "nodata", "valid_range", "gdal_mask", "mask", "scale", "offset", "units",
+               "classes", "palette", "output")
 
 
 def manifest_path(output: Path) -> Path:
@@ -31,6 +32,12 @@ def config_hash(job) -> str:
     """Hash of everything in a job's config that affects its output (not dask/processing)."""
     data = job.model_dump(mode="json", include=set(HASHED_KEYS) | {"outputs"} & set(type(job).model_fields))
     data["output"].pop("overwrite", None)
+    mask = getattr(job, "mask", None)
+    if mask is not None:  # the mask raster's pixels change the output too: its size and mtime
+        try:
+            data["mask_file"] = quick_fingerprint(mask.path)
+        except OSError:
+            data["mask_file"] = None
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
