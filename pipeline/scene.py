@@ -107,8 +107,12 @@ class Scene:
 
     @property
     def value_dtype(self) -> np.dtype:
-        """dtype of the physical values: the file's, or float64 when scaled."""
-        return self.rule.value_dtype(self.dtype)
+        """dtype of :meth:`values`: the file's for a plain scene; else the file's float dtype, or
+        float64 (integers, scaled data)."""
+        if self.plain():
+            return self.dtype
+        rule = self.rule
+        return rule.value_dtype(self.dtype) if self.dtype.kind == "f" or rule.scaled else np.dtype(np.float64)
 
     def plain(self) -> bool:
         """True when the raw array with at most one nodata value says everything (no mask,
@@ -122,10 +126,9 @@ class Scene:
         for integers and scaled data) with NaN at every invalid pixel, chunked as ``array``."""
         if self.plain():
             return self.array, self.nodata
-        rule = self.rule
-        dtype = rule.value_dtype(self.dtype) if self.dtype.kind == "f" or rule.scaled else np.dtype(np.float64)
+        dtype = self.value_dtype
         args = (self.mask,) if self.mask is not None else ()
-        return da.map_blocks(clean_block, self.array, *args, rule=rule, out_dtype=dtype.str, dtype=dtype,
+        return da.map_blocks(clean_block, self.array, *args, rule=self.rule, out_dtype=dtype.str, dtype=dtype,
                              meta=np.empty((0, 0), dtype)), None
 
     def coords(self) -> dict[str, np.ndarray]:
@@ -235,7 +238,7 @@ def read_invalid(path: str, band: int, gdal_mask: bool, qa: MaskRaster | None, b
         with rasterio.open(path) as src:
             bad |= src.read_masks(band, window=window) == 0
     if qa is not None:
-        with rasterio.open(gdal_path(qa.path)) as src:
+        with raster_errors(qa.path), rasterio.open(gdal_path(qa.path)) as src:
             bad |= qa.flagged(src.read(qa.band, window=window))
     return bad
 
