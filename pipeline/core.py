@@ -39,6 +39,8 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
     """Statistics (one pass, one ``dask.compute``) and class edges for ``scene`` under the
     configured scheme. With ``keep``, the same pass stores the decoded chunks, and any later
     pass (extra statistics, the write) reads them instead of decoding the input again."""
+    if keep is not None and scene.mask is not None:
+        raise ValueError("fit: the decoded-chunk store does not carry masks; fit a masked scene without keep")
     graph = stats_graph(scene, needs_distribution(classes_cfg))
     if keep is not None:  # 8/16-bit: the store tasks count the histogram too (one task per chunk)
         graph["_layout"] = keep.store(hist="hist" in graph)
@@ -62,21 +64,25 @@ def _lut_arg(table: np.ndarray):
 
 
 def class_lut(scene: Scene, fitted: Fit) -> np.ndarray | None:
-    """The class id of every value of an 8/16-bit scene (None for other dtypes)."""
+    """The class id of every raw value of an 8/16-bit scene, classified by its physical value,
+    0 for nodata values and values outside the valid range (None for other dtypes). The scene's
+    ``mask`` is not in it: :func:`classify` applies that per chunk."""
     if scene.dtype.name not in kernels.LUT_DTYPES:
         return None
-    return kernels.value_lut(scene.dtype, fitted.edges, scene.nodata)
+    return kernels.value_lut(scene.dtype, fitted.edges, scene.rule)
 
 
 def classify(scene: Scene, fitted: Fit) -> da.Array:
-    """Lazy uint8 class ids (0 = nodata) of the scene, block by block."""
-    x = scene.array
+    """Lazy uint8 class ids (0 = nodata, masked or outside the edges) of the scene, block by block."""
     lut = class_lut(scene, fitted)
+    meta = np.empty((0, 0), np.uint8)
     if lut is not None:
-        return x.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
-    return x.map_blocks(
-        kernels.classify_values, fitted.edges, scene.nodata, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
-    )
+        if scene.mask is not None:
+            return da.map_blocks(kernels.lookup_masked, scene.array, scene.mask, _lut_arg(lut), dtype=np.uint8,
+                                 meta=meta)
+        return scene.array.map_blocks(kernels.lookup_block, _lut_arg(lut), dtype=np.uint8, meta=meta)
+    x, nodata = scene.values()
+    return x.map_blocks(kernels.classify_values, fitted.edges, nodata, dtype=np.uint8, meta=meta)
 
 
 def colorize(classes: da.Array, palette: np.ndarray, bands: int) -> da.Array:
@@ -90,15 +96,16 @@ def colorize(classes: da.Array, palette: np.ndarray, bands: int) -> da.Array:
 
 def counts_from_hist(scene: Scene, fitted: Fit) -> np.ndarray | None:
     """Pixels per class id 0..255 from the exact histogram of 8/16-bit data (no pass over the
-    pixels: every value's class is known); None for other dtypes, whose counts come from the write."""
+    pixels: every value's class is known); None for other dtypes, whose counts come from the write.
+    Class 0 holds the invalid pixels (not in the histogram) and the valid ones outside the edges."""
     hist = fitted.stats.hist
     if hist is None:
         return None
     values = from_key(np.arange(hist.size), scene.dtype)
-    ids = kernels.classify_values(values, fitted.edges, scene.nodata)
+    ids = kernels.classify_raw(values, fitted.edges, scene.rule)
     counts = np.zeros(256, np.int64)
     np.add.at(counts, ids, hist)
-    counts[0] += scene.shape[0] * scene.shape[1] - int(hist.sum())  # nodata pixels (not in hist)
+    counts[0] += scene.shape[0] * scene.shape[1] - int(hist.sum())  # invalid pixels (not in hist)
     return counts
 
 

@@ -7,6 +7,8 @@ Class ids: 0 is nodata, 1..N are the classes. Class k holds ``edges[k-1] <= x < 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 try:  # optional compiled uint16 histogram and look-up (pipeline/_fastkernels.c), built where a C compiler is
@@ -16,6 +18,76 @@ except ImportError:
 
 #: dtypes classified through a full-range value -> class look-up table.
 LUT_DTYPES = {"uint8": np.uint8, "int8": np.uint8, "uint16": np.uint16, "int16": np.uint16}
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """What a raw pixel value means: which raw values are nodata and how raw values become
+    physical values (``value = raw * scale + offset``, computed in float64 when not the identity).
+
+    ``nodata``: raw values that are nodata (each representable in the data's dtype);
+    ``valid_range``: inclusive (lo, hi) of valid raw values (others are nodata), or None.
+    NaN and infinities are always nodata. ``scale`` must be positive (it keeps the value order).
+    """
+
+    nodata: tuple[float, ...] = ()
+    valid_range: tuple[float, float] | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @property
+    def scaled(self) -> bool:
+        """True when physical values differ from raw values (they are then float64)."""
+        return self.scale != 1.0 or self.offset != 0.0
+
+    def value_dtype(self, dtype: np.dtype) -> np.dtype:
+        """dtype of the physical values of ``dtype`` data."""
+        dtype = np.dtype(dtype)
+        return np.dtype(np.float64) if self.scaled else dtype
+
+    def physical(self, raw: np.ndarray) -> np.ndarray:
+        """Physical values of raw values: ``raw`` itself when unscaled, else float64
+        ``raw * scale + offset``."""
+        if not self.scaled:
+            return raw
+        return raw.astype(np.float64) * self.scale + self.offset
+
+    def invalid(self, raw: np.ndarray) -> np.ndarray | None:
+        """Boolean array, True where a raw value is nodata (a nodata value, outside the valid
+        range, NaN or infinite); None when no value can be (integers without nodata rules)."""
+        bad = None
+        if raw.dtype.kind == "f":
+            bad = ~np.isfinite(raw)
+        for v in self.nodata:
+            hit = raw == raw.dtype.type(v)
+            bad = hit if bad is None else bad | hit
+        if self.valid_range is not None:
+            lo, hi = (np.float64(b) for b in self.valid_range)
+            out = (raw < lo) | (raw > hi)
+            bad = out if bad is None else bad | out
+        return bad
+
+
+def clean_block(block: np.ndarray, mask: np.ndarray | None = None, *, rule: ValueRule, out_dtype: str) -> np.ndarray:
+    """Physical values of a raw block in ``out_dtype`` (a float dtype), NaN where the pixel is nodata
+    by ``rule`` or where ``mask`` (boolean, same shape, True = invalid) is set; always a new array."""
+    out = np.array(rule.physical(block), dtype=out_dtype, copy=True)
+    bad = rule.invalid(block)
+    if mask is not None:
+        bad = mask if bad is None else bad | mask
+    if bad is not None:
+        out[bad] = np.nan
+    return out
+
+
+def classify_raw(raw: np.ndarray, edges: np.ndarray, rule: ValueRule) -> np.ndarray:
+    """Class id (uint8) of raw values under ``rule``: their physical values classified by
+    :func:`classify_values`, 0 where the raw value is nodata."""
+    cls = classify_values(rule.physical(raw), edges)
+    bad = rule.invalid(raw)
+    if bad is not None:
+        cls[bad] = 0
+    return cls
 
 
 def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
@@ -37,11 +109,16 @@ def unsigned_view(block: np.ndarray) -> np.ndarray:
     return block.view(LUT_DTYPES[block.dtype.name])
 
 
-def value_lut(dtype: np.dtype, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """Class id for every possible value of an 8/16-bit dtype, indexed by its unsigned bit pattern."""
+def value_lut(dtype: np.dtype, edges: np.ndarray, nodata: float | None | ValueRule = None) -> np.ndarray:
+    """Class id for every possible value of an 8/16-bit dtype, indexed by its unsigned bit pattern.
+
+    ``nodata``: one nodata value, or a :class:`ValueRule` (nodata values, valid range, scale and
+    offset: each raw value is classified by its physical value)."""
     dtype = np.dtype(dtype)
     udt = LUT_DTYPES[dtype.name]
     values = np.arange(np.iinfo(udt).max + 1, dtype=udt).view(dtype)
+    if isinstance(nodata, ValueRule):
+        return classify_raw(values, edges, nodata)
     return classify_values(values, edges, nodata)
 
 
@@ -99,6 +176,16 @@ def lookup_block(block: np.ndarray, lut: np.ndarray, out: np.ndarray | None = No
     for i in range(0, flat.size, TAKE_PIECE):
         np.take(lut, flat[i:i + TAKE_PIECE], axis=0, out=out[i:i + TAKE_PIECE], mode=mode)
     return out.reshape(block.shape + lut.shape[1:])
+
+
+def lookup_masked(block: np.ndarray, mask: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Class ids of an 8/16-bit block through ``lut`` (:func:`lookup_block`), 0 where ``mask``
+    (boolean, True = invalid) is set."""
+    cls = lookup_block(block, lut)
+    if mask.any():
+        cls = np.array(cls)  # a uniform block's look-up is a read-only broadcast
+        cls[mask] = 0
+    return cls
 
 
 def to_band_first(block: np.ndarray) -> np.ndarray:

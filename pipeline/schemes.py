@@ -207,12 +207,16 @@ def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
     if stats.count == 0:
         return _no_pixels(stats, 1)
     if stats.hist is not None:
-        values, counts = stats.hist_values()
-        x = values.astype(np.float64)
+        values, counts = stats.hist_raw_values()  # raw integers: exact sums
+        x = stats.rule.physical(values).astype(np.float64)
         ints = values.astype(np.int64)
         w_above = np.cumsum(counts[::-1])[::-1]
         s_above = np.cumsum((counts * ints)[::-1])[::-1]
-        cuts, capped = _head_tail_levels(x, lambda i: s_above[i] / w_above[i], cap)
+        scale, offset = stats.rule.scale, stats.rule.offset
+        if stats.scaled:  # the mean of raw * scale + offset, from the exact raw mean
+            cuts, capped = _head_tail_levels(x, lambda i: s_above[i] / w_above[i] * scale + offset, cap)
+        else:
+            cuts, capped = _head_tail_levels(x, lambda i: s_above[i] / w_above[i], cap)
     else:
         cuts, capped, threshold = [], False, -np.inf
         n, total, lo_v, hi_v = stats.count, None, float(stats.vmin), float(stats.vmax)

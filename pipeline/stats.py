@@ -1,11 +1,19 @@
 """Global statistics of a scene in one lazy pass (one ``dask.compute``).
 
-* 8/16-bit integers: an exact full-range histogram (per-block bincount, summed in int64);
-  min, max, count and every order statistic follow from it exactly.
+* 8/16-bit integers: an exact full-range histogram of the raw values (per-block bincount,
+  summed in int64); min, max, count and every order statistic follow from it exactly, in
+  physical values (``raw * scale + offset``, float64 when scaled): the physical value of every
+  raw value is known. Nodata values and a valid range zero histogram bins; a mask (GDAL's or a
+  QA raster's) splits each block's counts into unmasked and masked pixels.
 * Other dtypes: count, min and max per block, reduced; when a scheme needs the value
   distribution, a 65,536-bin histogram of the top 16 bits of an order-preserving integer key
   is gathered in the same pass, and exact order statistics are found by refining 16 bits per
-  extra pass (float32/int32: 1 extra pass, float64: 3).
+  extra pass (float32/int32: 1 extra pass, float64: 3). Scenes that are not plain (a mask, a
+  valid range, several nodata values, a scale/offset) are read through :meth:`Scene.values`:
+  physical values with NaN at every invalid pixel.
+
+The pixels each validity source removes (nodata values, NaN, valid range, mask) are counted in
+the same pass (:attr:`Stats.removed`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import dask.array as da
 import numpy as np
 
 from .scene import Scene
-from .kernels import LUT_DTYPES, bincount_block
+from .kernels import LUT_DTYPES, ValueRule, bincount_block
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -91,6 +99,41 @@ def block_hist(block: np.ndarray) -> np.ndarray:
     return bincount_block(hist_keys(block.reshape(-1)), hist_length(block.dtype))[None, None, :]
 
 
+def block_hist_split(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Exact histograms (by key) of an 8/16-bit block's unmasked and masked pixels (``mask``:
+    boolean, True = invalid), concatenated, shape (1, 1, 2K)."""
+    k = hist_length(block.dtype)
+    if not mask.any():
+        return np.concatenate([block_hist(block)[0, 0], np.zeros(k, np.int64)])[None, None, :]
+    keys = hist_keys(block[mask])
+    masked = np.bincount(keys, minlength=k).astype(np.int64)
+    return np.concatenate([block_hist(block)[0, 0] - masked, masked])[None, None, :]
+
+
+def block_removed(block: np.ndarray, mask: np.ndarray | None = None, *, rule: ValueRule) -> np.ndarray:
+    """Pixels of a raw block removed by each validity source, counted once each in this order:
+    one count per ``rule.nodata`` value, NaN/infinite, outside ``rule.valid_range``, ``mask``.
+    float64, shape (1, 1, len(rule.nodata) + 3)."""
+    out = np.zeros(len(rule.nodata) + 3)
+    taken = np.zeros(block.shape, bool)
+    for i, v in enumerate(rule.nodata):
+        hit = block == block.dtype.type(v)
+        out[i] = np.count_nonzero(hit)
+        taken |= hit
+    if block.dtype.kind == "f":
+        hit = ~np.isfinite(block) & ~taken
+        out[-3] = np.count_nonzero(hit)
+        taken |= hit
+    if rule.valid_range is not None:
+        lo, hi = (np.float64(b) for b in rule.valid_range)
+        hit = ((block < lo) | (block > hi)) & ~taken
+        out[-2] = np.count_nonzero(hit)
+        taken |= hit
+    if mask is not None:
+        out[-1] = np.count_nonzero(mask & ~taken)
+    return out[None, None, :]
+
+
 def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """[count, min, max] of a block's valid pixels as float64, shape (1, 1, 3)."""
     v = valid_values(block, nodata)
@@ -117,10 +160,12 @@ def block_key_hist(block: np.ndarray, nodata: float | None, prefixes: np.ndarray
     return np.bincount(idx, minlength=prefixes.size * RADIX)[None, None, :]
 
 
-def reduce_blocks(x: da.Array, func, length: int, dtype, **kwargs) -> da.Array:
-    """Apply a per-block summary (returning (1, 1, length)) and stack the blocks: (ny, nx, length)."""
+def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | None = None, **kwargs) -> da.Array:
+    """Apply a per-block summary (returning (1, 1, length)) and stack the blocks: (ny, nx, length).
+    With ``mask`` (same chunks as ``x``), ``func`` gets the mask block as its second argument."""
+    extra = (mask, "ij") if mask is not None else ()
     return da.blockwise(
-        func, "ijk", x, "ij", new_axes={"k": length}, dtype=dtype,
+        func, "ijk", x, "ij", *extra, new_axes={"k": length}, dtype=dtype,
         adjust_chunks={"i": 1, "j": 1}, meta=np.empty((0, 0, 0), dtype=dtype), **kwargs,
     )
 
@@ -128,29 +173,55 @@ def reduce_blocks(x: da.Array, func, length: int, dtype, **kwargs) -> da.Array:
 # ------------------------------------------------------------------- the result
 @dataclass
 class Stats:
-    """Global statistics of a scene's valid pixels."""
+    """Global statistics of a scene's valid pixels, in physical values.
+
+    ``dtype`` is the physical values' dtype (the file's, or float64 when scaled); ``hist`` is
+    indexed by the order-preserving key of the raw values (``raw_dtype``), valid pixels only.
+    ``removed`` holds the pixels each validity source removed: ``nodata_values`` ({raw value:
+    pixels}), ``nonfinite`` (NaN, infinities), ``valid_range`` and ``masked`` (each pixel counted
+    once, in that order).
+    """
 
     dtype: np.dtype
     count: int
     vmin: np.generic | None
     vmax: np.generic | None
-    hist: np.ndarray | None = None  # exact counts by key (8/16-bit integers only)
+    hist: np.ndarray | None = None  # exact counts by raw key (8/16-bit integers only)
     top_hist: np.ndarray | None = None  # counts of the top 16 key bits (other dtypes)
-    scene: Scene | None = field(default=None, repr=False)  # read by the extra passes
+    scene: Scene | None = field(default=None, repr=False)
     extra_passes: int = 0
     cache: dict = field(default_factory=dict, repr=False)  # results of extra passes (moments, bins)
+    raw_dtype: np.dtype | None = None  # the file's dtype (the histogram's keys); None: ``dtype``
+    rule: ValueRule = field(default_factory=ValueRule)
+    removed: dict = field(default_factory=dict)
+
+    @property
+    def scaled(self) -> bool:
+        """True when physical values differ from raw values."""
+        return self.rule.scaled
+
+    def hist_raw_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct raw values, counts) of the valid pixels (8/16-bit integers), sorted."""
+        keys = np.flatnonzero(self.hist)
+        return from_key(keys, self.raw_dtype or self.dtype), self.hist[keys]
 
     def hist_values(self) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct values, counts) of the valid pixels (8/16-bit integers), sorted."""
-        keys = np.flatnonzero(self.hist)
-        return from_key(keys, self.dtype), self.hist[keys]
+        """(distinct physical values, counts) of the valid pixels (8/16-bit integers), sorted."""
+        raw, counts = self.hist_raw_values()
+        if not self.scaled:
+            return raw, counts
+        phys = self.rule.physical(raw)
+        uniq, inv = np.unique(phys, return_inverse=True)
+        if uniq.size == phys.size:
+            return phys, counts
+        return uniq, np.bincount(inv, counts, uniq.size).astype(np.int64)  # raw values rounding together
 
     def order_stats(self, ranks: np.ndarray) -> np.ndarray:
-        """The values at 0-based ``ranks`` of the sorted valid pixels, exactly."""
+        """The physical values at 0-based ``ranks`` of the sorted valid pixels, exactly."""
         ranks = np.asarray(ranks, dtype=np.int64)
         if self.hist is not None:
             keys = np.searchsorted(np.cumsum(self.hist), ranks, side="right")
-            return from_key(keys, self.dtype)
+            return self.rule.physical(from_key(keys, self.raw_dtype or self.dtype))
         return self._refine(ranks)
 
     def _refine(self, ranks: np.ndarray) -> np.ndarray:
@@ -188,15 +259,19 @@ class Stats:
         """
         if "moments" not in self.cache:
             if self.hist is not None:
-                values, counts = self.hist_values()
+                values, counts = self.hist_raw_values()
                 xs = [int(v) for v in values]
                 cs = [int(c) for c in counts]
                 n = sum(cs)
                 s1 = sum(c * x for c, x in zip(cs, xs))
                 s2 = sum(c * x * x for c, x in zip(cs, xs))
-                self.cache["moments"] = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
+                res = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
+                if self.scaled and n:  # of raw * scale + offset, from the exact raw sums
+                    res = (n, res[1] * self.rule.scale + self.rule.offset, res[2] * self.rule.scale ** 2)
+                self.cache["moments"] = res
             else:
-                parts = reduce_blocks(self.scene.array, block_moments, 3, np.float64, nodata=self.scene.nodata)
+                x, nodata = self.scene.values()
+                parts = reduce_blocks(x, block_moments, 3, np.float64, nodata=nodata)
                 log.info("moments: one more pass over %s", self.scene.path)
                 (rows,) = dask.compute(parts.reshape(-1, 3))
                 self.extra_passes += 1
@@ -219,8 +294,8 @@ class Stats:
                 idx = bin_index(values.astype(np.float64), edges)
                 res = np.concatenate([np.bincount(idx, counts, bins), np.bincount(idx, counts * values.astype(np.float64), bins)])
             else:
-                parts = reduce_blocks(self.scene.array, block_binned, 2 * bins, np.float64,
-                                       nodata=self.scene.nodata, edges=edges)
+                x, nodata = self.scene.values()
+                parts = reduce_blocks(x, block_binned, 2 * bins, np.float64, nodata=nodata, edges=edges)
                 log.info("%d-bin histogram: one more pass over %s", bins, self.scene.path)
                 (res,) = dask.compute(parts.sum(axis=(0, 1)))
                 self.extra_passes += 1
@@ -229,8 +304,8 @@ class Stats:
 
     def tail(self, threshold: float) -> tuple[int, float, float, float]:
         """(count, float64 sum, min, max) of the valid pixels ``> threshold``: one extra pass."""
-        parts = reduce_blocks(self.scene.array, block_tail, 4, np.float64,
-                               nodata=self.scene.nodata, threshold=threshold)
+        x, nodata = self.scene.values()
+        parts = reduce_blocks(x, block_tail, 4, np.float64, nodata=nodata, threshold=threshold)
         (rows,) = dask.compute(parts.reshape(-1, 4))
         self.extra_passes += 1
         n = int(rows[:, 0].sum())
@@ -238,8 +313,9 @@ class Stats:
 
     def tail_values(self, threshold: float | None) -> np.ndarray:
         """The valid pixels ``> threshold`` (all of them for None), as float64: one extra pass."""
-        blocks = self.scene.array.to_delayed().ravel()
-        parts = dask.compute(*[dask.delayed(_tail_values)(b, self.scene.nodata, threshold) for b in blocks])
+        x, nodata = self.scene.values()
+        blocks = x.to_delayed().ravel()
+        parts = dask.compute(*[dask.delayed(_tail_values)(b, nodata, threshold) for b in blocks])
         self.extra_passes += 1
         return np.concatenate(parts) if parts else np.empty(0)
 
@@ -305,10 +381,8 @@ def _tail_values(block: np.ndarray, nodata: float | None, threshold: float | Non
 
 def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndarray:
     length = max(prefixes.size, 1) * RADIX
-    parts = reduce_blocks(
-        scene.array, block_key_hist, length, np.int64,
-        nodata=scene.nodata, prefixes=prefixes, shift=shift,
-    )
+    x, nodata = scene.values()
+    parts = reduce_blocks(x, block_key_hist, length, np.int64, nodata=nodata, prefixes=prefixes, shift=shift)
     log.info("refining order statistics: one more pass over %s (%d bits left)", scene.path, shift + DIGIT)
     (hist,) = dask.compute(parts.sum(axis=(0, 1), dtype=np.int64))
     return hist
@@ -316,42 +390,76 @@ def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndar
 
 def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
     """The lazy reductions whose results make :class:`Stats` (nothing is computed here)."""
-    x = scene.array
     if scene.dtype.name in LUT_DTYPES:
-        parts = reduce_blocks(x, block_hist, hist_length(scene.dtype), np.int64)
-        return {"hist": parts.sum(axis=(0, 1), dtype=np.int64)}
-    parts = reduce_blocks(x, block_summary, 3, np.float64, nodata=scene.nodata)
+        k = hist_length(scene.dtype)
+        if scene.mask is None:
+            parts = reduce_blocks(scene.array, block_hist, k, np.int64)
+            return {"hist": parts.sum(axis=(0, 1), dtype=np.int64)}
+        parts = reduce_blocks(scene.array, block_hist_split, 2 * k, np.int64, mask=scene.mask)
+        total = parts.sum(axis=(0, 1), dtype=np.int64)
+        return {"hist": total[:k], "masked_hist": total[k:]}
+    x, nodata = scene.values()
+    parts = reduce_blocks(x, block_summary, 3, np.float64, nodata=nodata)
     graph = {
         "count": parts[..., 0].sum(),
         "min": parts[..., 1].min(),
         "max": parts[..., 2].max(),
     }
+    rule = scene.rule
+    if not scene.plain() or (scene.dtype.kind == "f" and rule.nodata):  # who removed which pixels
+        removed = reduce_blocks(scene.array, block_removed, len(rule.nodata) + 3, np.float64,
+                                 mask=scene.mask, rule=rule)
+        graph["removed"] = removed.sum(axis=(0, 1))
     if distribution:
-        bits = np.dtype(_KEY_DTYPES[scene.dtype.name]).itemsize * 8
+        kdt = _KEY_DTYPES[x.dtype.name]
+        bits = np.dtype(kdt).itemsize * 8
         top = reduce_blocks(
-            x, block_key_hist, RADIX, np.int64,
-            nodata=scene.nodata, prefixes=np.empty(0, _KEY_DTYPES[scene.dtype.name]), shift=bits - DIGIT,
+            x, block_key_hist, RADIX, np.int64, nodata=nodata, prefixes=np.empty(0, kdt), shift=bits - DIGIT,
         )
         graph["top_hist"] = top.sum(axis=(0, 1), dtype=np.int64)
     return graph
 
 
+def _removed(rule: ValueRule, per_value, nonfinite: int, out_of_range: int, masked: int) -> dict:
+    return {"nodata_values": {float(v): int(n) for v, n in zip(rule.nodata, per_value)},
+            "nonfinite": int(nonfinite), "valid_range": int(out_of_range), "masked": int(masked)}
+
+
 def stats_from_results(scene: Scene, res: dict) -> Stats:
     """Assemble :class:`Stats` from the computed results of :func:`stats_graph`."""
-    dtype = scene.dtype
+    dtype, rule, total = scene.dtype, scene.rule, scene.shape[0] * scene.shape[1]
+    vdt = rule.value_dtype(dtype)
     if "hist" in res:
         hist = res["hist"]
-        if scene.nodata is not None:
-            hist[to_key(np.array([scene.nodata], dtype=dtype))[0]] = 0
+        masked_hist = res.get("masked_hist")
+        everything = hist if masked_hist is None else hist + masked_hist
+        raw = from_key(np.arange(hist.size), dtype)  # the raw value of every key
+        bad = rule.invalid(raw)
+        if bad is None:
+            bad = np.zeros(hist.size, bool)
+        per_value = [int(everything[to_key(np.array([v], dtype=dtype))[0]]) for v in rule.nodata]
+        out_of_range = int(everything[bad].sum()) - sum(per_value)
+        masked = 0 if masked_hist is None else int(masked_hist[~bad].sum())
+        hist = hist.copy() if masked_hist is not None else hist
+        hist[bad] = 0
         nz = np.flatnonzero(hist)
         count = int(hist.sum())
-        vmin = from_key(nz[:1], dtype)[0] if count else None
-        vmax = from_key(nz[-1:], dtype)[0] if count else None
-        return Stats(dtype, count, vmin, vmax, hist=hist, scene=scene)
+        vmin = rule.physical(from_key(nz[:1], dtype))[0] if count else None
+        vmax = rule.physical(from_key(nz[-1:], dtype))[0] if count else None
+        return Stats(vdt, count, vmin, vmax, hist=hist, scene=scene, raw_dtype=dtype, rule=rule,
+                     removed=_removed(rule, per_value, 0, out_of_range, masked))
     count = int(res["count"])
-    vmin = dtype.type(res["min"]) if count else None
-    vmax = dtype.type(res["max"]) if count else None
-    return Stats(dtype, count, vmin, vmax, top_hist=res.get("top_hist"), scene=scene)
+    x, _ = scene.values()
+    vmin = x.dtype.type(res["min"]) if count else None
+    vmax = x.dtype.type(res["max"]) if count else None
+    if "removed" in res:
+        r = res["removed"]
+        removed = _removed(rule, r[:-3], r[-3], r[-2], r[-1])
+    else:  # a plain scene without NaN to tell apart: the one nodata value removed every other pixel
+        gone = total - count
+        removed = _removed(rule, [gone] if rule.nodata else [], 0 if rule.nodata else gone, 0, 0)
+    return Stats(x.dtype, count, vmin, vmax, top_hist=res.get("top_hist"), scene=scene, rule=rule,
+                 removed=removed)
 
 
 def compute_stats(scene: Scene, distribution: bool = False) -> Stats:

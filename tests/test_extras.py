@@ -92,7 +92,8 @@ def test_qml_lists_the_legend(b2):
     entries = [(int(e.get("value")), e.get("color"), int(e.get("alpha")), e.get("label"))
                for e in renderer.iter("paletteEntry")]
     assert entries == _legend_entries(b2.legend)
-    assert entries[0][3].startswith("1: ")
+    lo, hi = (float(t) for t in entries[0][3].split(" to "))  # "lo to hi", the class's value range
+    assert lo == pytest.approx(b2.legend["classes"][0]["lower"], abs=1) and hi == pytest.approx(b2.legend["classes"][0]["upper"], abs=1)
     # the colours are those embedded in the COG
     with rasterio.open(b2.output) as src:
         cmap = src.colormap(1)

@@ -148,7 +148,10 @@ def _check_legend(legend: dict, edges: np.ndarray, counts: np.ndarray, valid: np
     assert legend["nodata"] == nodata
     in_classes = int(counts[1:].sum())
     assert legend["valid_pixels"] == in_classes
-    assert legend["nodata_pixels"] == int(counts[0]), "nodata pixel count in the legend is wrong"
+    outside = valid.size - in_classes  # valid pixels outside manual breaks
+    assert legend["outside_pixels"] == outside
+    assert legend["masked_pixels"] == 0
+    assert legend["nodata_pixels"] == int(counts[0]) - outside, "nodata pixel count in the legend is wrong"
     assert legend["nodata_class"]["count"] == int(counts[0])
     assert [c["id"] for c in legend["classes"]] == list(range(1, n + 1))
     assert [c["count"] for c in legend["classes"]] == counts[1:].tolist()

@@ -136,10 +136,7 @@ def plan(cfg: RunConfig) -> list[Job]:
     for path, spec in expand_inputs(cfg):
         update = {"input": path, "inputs": None}
         if spec is not None:
-            if spec.band is not None:
-                update["band"] = spec.band
-            if spec.nodata is not None:
-                update["nodata"] = spec.nodata
+            update.update(spec.overrides())
         band = update.get("band", cfg.band)
         out = render_output(cfg, path, band)
         if out in owners:

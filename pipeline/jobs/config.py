@@ -20,7 +20,7 @@ from pydantic import (
 from ..errors import ConfigError
 
 #: Config keys whose values are filesystem paths (or URLs).
-PATH_KEYS = ("input", "output.path", "output.folder")
+PATH_KEYS = ("input", "output.path", "output.folder", "mask.path")
 #: Placeholders an output path template may use (see :mod:`pipeline.batch`).
 TEMPLATE_FIELDS = ("stem", "name", "band", "scheme", "date")
 
@@ -32,21 +32,65 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EqualInterval(_Model):
+class _Scheme(_Model):
+    #: optional class labels, one per class (legend, style files, report); default: value ranges
+    labels: list[str] | None = Field(None, min_length=1, max_length=254)
+
+
+#: Landsat Collection 2 QA_PIXEL flag names (bits 0..7), see :data:`pipeline.scene.QA_PIXEL_FLAGS`
+QaFlag = Literal["fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "clear", "water"]
+
+
+class MaskSpec(_Model):
+    """A second raster on the input's grid whose flagged pixels are left out: where any of
+    ``bits`` (or the Landsat C2 QA_PIXEL ``flags``) is set, or where it equals one of ``values``."""
+
+    path: str
+    band: int = Field(1, ge=1)
+    bits: list[Annotated[int, Field(ge=0, le=63)]] | None = Field(None, min_length=1)
+    flags: list[QaFlag] | None = Field(None, min_length=1)
+    values: list[float] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "MaskSpec":
+        given = [k for k in ("bits", "flags", "values") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of mask.bits, mask.flags or mask.values")
+        return self
+
+    def to_mask(self):
+        """The :class:`pipeline.scene.MaskRaster` this describes."""
+        from ..scene import QA_PIXEL_FLAGS, MaskRaster
+
+        bits = self.bits or [QA_PIXEL_FLAGS[f] for f in (self.flags or [])]
+        return MaskRaster(self.path, self.band, tuple(bits), tuple(self.values or ()))
+
+
+Nodata = Union[float, Annotated[list[float], Field(min_length=1)], Literal["file", "none"]]
+ScaleSetting = Union[float, Literal["file"]]
+
+
+def _check_range(v):
+    if v is not None and not v[0] <= v[1]:
+        raise ValueError("must be [lo, hi] with lo <= hi")
+    return v
+
+
+class EqualInterval(_Scheme):
     """N equal-width classes over [min, max] of the valid pixels (numpy.histogram semantics)."""
 
     scheme: Literal["equal_interval"] = "equal_interval"
     count: int = Field(20, ge=1, le=254)
 
 
-class Quantile(_Model):
+class Quantile(_Scheme):
     """N classes holding (about) equal numbers of pixels; edges are numpy.quantile (linear)."""
 
     scheme: Literal["quantile"] = "quantile"
     count: int = Field(..., ge=1, le=254)
 
 
-class Manual(_Model):
+class Manual(_Scheme):
     """User-given class edges: ``breaks`` are the N+1 edges, increasing; out-of-range pixels -> nodata."""
 
     scheme: Literal["manual"] = "manual"
@@ -66,7 +110,7 @@ def _strictly_increasing(v: list[float], what: str) -> list[float]:
     return v
 
 
-class NaturalBreaks(_Model):
+class NaturalBreaks(_Scheme):
     """Fisher-Jenks optimal classes (least within-class sum of squares), like mapclassify.FisherJenks.
 
     8/16-bit data: exact, from the statistics pass's histogram. Other dtypes: optimal over a
@@ -78,7 +122,7 @@ class NaturalBreaks(_Model):
     float_bins: int = Field(65536, ge=16, le=1 << 20)
 
 
-class StdMean(_Model):
+class StdMean(_Scheme):
     """Edges at mean + multiples x standard deviation (ddof=1), like mapclassify.StdMean:
     len(multiples) + 1 classes, the first from the minimum, the last to the maximum."""
 
@@ -95,7 +139,7 @@ class StdMean(_Model):
         return len(self.multiples) + 1
 
 
-class HeadTailBreaks(_Model):
+class HeadTailBreaks(_Scheme):
     """Head/tail breaks (Jiang 2013), like mapclassify.HeadTailBreaks: edges at the mean, then the
     mean of the values above it, ...; the class count comes from the data (at most max_classes)."""
 
@@ -107,7 +151,7 @@ class HeadTailBreaks(_Model):
         return self.max_classes or 254  # an upper bound: the fitted count is known after the fit
 
 
-class Percentiles(_Model):
+class Percentiles(_Scheme):
     """Classes ending at the given percentiles (numpy's linear method), like mapclassify.Percentiles;
     the last must be 100 (the maximum)."""
 
@@ -128,7 +172,7 @@ class Percentiles(_Model):
         return len(self.pct)
 
 
-class BoxPlot(_Model):
+class BoxPlot(_Scheme):
     """Six box-plot classes, like mapclassify.BoxPlot: low outliers, quartile 1..4 ranges inside
     the fences (q1 - hinge·IQR, q3 + hinge·IQR), high outliers."""
 
@@ -288,7 +332,23 @@ class InputSpec(_Model):
 
     path: str
     band: int | None = Field(None, ge=1)
-    nodata: Union[float, Literal["file", "none"], None] = None
+    nodata: Nodata | None = None
+    valid_range: tuple[float, float] | None = None
+    gdal_mask: bool | None = None
+    mask: MaskSpec | None = None
+    scale: ScaleSetting | None = None
+    offset: ScaleSetting | None = None
+    units: str | None = None
+
+    @field_validator("valid_range")
+    @classmethod
+    def _range(cls, v):
+        return _check_range(v)
+
+    def overrides(self) -> dict:
+        """The settings this entry gives (its path excluded)."""
+        keys = ("band", "nodata", "valid_range", "gdal_mask", "mask", "scale", "offset", "units")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 class Outputs(_Model):
@@ -317,7 +377,17 @@ class RunConfig(_Model):
     input: str | None = None
     inputs: list[Union[str, InputSpec]] | None = None
     band: int = Field(1, ge=1)
-    nodata: Union[float, Literal["file", "none"]] = "file"
+    #: raw nodata value(s): the band's declared one (file), none, a number or a list of numbers
+    nodata: Nodata = "file"
+    #: inclusive [lo, hi] of valid raw values (before scale/offset); pixels outside are nodata
+    valid_range: tuple[float, float] | None = None
+    #: honour GDAL's mask for the band (internal/external .msk mask, alpha band)
+    gdal_mask: bool = True
+    mask: MaskSpec | None = None
+    #: physical value = raw * scale + offset; file: the band's metadata (1 and 0 when absent)
+    scale: ScaleSetting = "file"
+    offset: ScaleSetting = "file"
+    units: str = "file"
     classes: Classes = Field(default_factory=EqualInterval)
     palette: Palette = Field(default_factory=Palette)
     output: Output
@@ -333,6 +403,18 @@ class RunConfig(_Model):
                 "classes.max_classes: head_tail_breaks finds its class count in the data; with explicit "
                 "palette.colors set classes.max_classes (at most the number of colours) or palette.interpolate: true"
             )
+        return self
+
+    @field_validator("valid_range")
+    @classmethod
+    def _range(cls, v):
+        return _check_range(v)
+
+    @model_validator(mode="after")
+    def _labels_per_class(self) -> "RunConfig":
+        labels = self.classes.labels
+        if labels is not None and not isinstance(self.classes, HeadTailBreaks) and len(labels) != self.class_count:
+            raise ValueError(f"classes.labels: {len(labels)} labels for {self.class_count} classes; give one per class")
         return self
 
     @model_validator(mode="after")
@@ -606,6 +688,8 @@ def format_validation_error(err: ValidationError, source: str, data: Any = None)
     groups = {(tuple(b[0][0]) if b else tuple(k)) for _, k, b in entries}
     more = len(groups) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if not parts and msg.split(":", 1)[0].replace(".", "").replace("_", "").isalpha():
+        return f"{source}: {msg}{tail}"  # a whole-config check whose message names its key
     return f"{source}: {loc}: {msg}{tail}"
 
 
@@ -625,6 +709,9 @@ def build_config(data: dict, *, base_dir: Path, source: str, overrides: list[str
             else i
             for i in data["inputs"]
         ]
+        for i in data["inputs"]:
+            if isinstance(i, dict) and isinstance(i.get("mask"), dict) and isinstance(i["mask"].get("path"), str):
+                i["mask"] = dict(i["mask"], path=_resolve(i["mask"]["path"], base_dir))
     for text in overrides:
         key, value = parse_override(text)
         _set(data, key, value)

@@ -21,7 +21,8 @@ from ..scene import is_url
 from ..urls import redact
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
-HASHED_KEYS = ("input", "band", "nodata", "classes", "palette", "output")
+HASHED_KEYS = ("input", "band", "nodata", "valid_range", "gdal_mask", "mask", "scale", "offset", "units",
+               "classes", "palette", "output")
 
 
 def manifest_path(output: Path) -> Path:
@@ -33,6 +34,12 @@ def config_hash(job) -> str:
     data = job.model_dump(mode="json", include=set(HASHED_KEYS) | {"outputs"} & set(type(job).model_fields))
     data["output"].pop("overwrite", None)
     data["input"] = redact(data.get("input"))  # a credential must not be guessable from the hash
+    mask = getattr(job, "mask", None)
+    if mask is not None:  # the mask raster's pixels change the output too: its size and mtime
+        try:
+            data["mask_file"] = quick_fingerprint(mask.path)
+        except OSError:
+            data["mask_file"] = None
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -86,7 +86,9 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
     bands = BANDS[cfg.output.mode]
     known = counts_from_hist(scene, fitted)
     if cfg.output.resolved_format == "cog":
-        lut = class_lut(scene, fitted)  # 8/16-bit: the write tasks look the values up themselves
+        # 8/16-bit without a mask: the write tasks look the values up themselves; with a mask the
+        # class ids come from classify (look-up, then 0 where masked), fused into the write tasks
+        lut = class_lut(scene, fitted) if scene.mask is None else None
         values = scene.array if lut is not None else classify(scene, fitted)
         counts = write_cog(values, scene, palette, cfg.output, final, bands, count=known is None,
                            staged=staged, lut=lut)
@@ -109,6 +111,32 @@ def input_changed(path: str, written: bool = False) -> InputError:
                       "nothing was written for it, run again")
 
 
+#: share of a scene's pixels above which a validity source (nodata, valid range, mask) is suspicious
+REMOVES_MOST = 0.9
+
+
+def validity_warnings(scene: Scene, stats, cfg: RunConfig) -> None:
+    """Warn (naming the scene) when a configured nodata value, valid range or mask removes no
+    pixel, or when any validity source removes more than :data:`REMOVES_MOST` of them."""
+    total = scene.shape[0] * scene.shape[1]
+    removed = stats.removed
+    if not removed or not total:
+        return
+    where = f"{scene.path} band {scene.band}"
+    configured_nodata = cfg.nodata not in ("file", "none")
+    sources = [(f"nodata {v:g}", n, configured_nodata) for v, n in removed["nodata_values"].items()]
+    if scene.valid_range is not None:
+        sources.append((f"valid_range {list(scene.valid_range)}", removed["valid_range"], True))
+    if scene.mask_sources:
+        sources.append((f"mask ({'; '.join(scene.mask_sources)})", removed["masked"], cfg.mask is not None))
+    for what, n, configured in sources:
+        if n == 0 and configured:
+            hint = " (fill that is not exactly one value needs valid_range)" if what.startswith("nodata") else ""
+            log.warning("%s: %s removes no pixel%s", where, what, hint)
+        elif n > REMOVES_MOST * total:
+            log.warning("%s: %s removes %.1f%% of the pixels", where, what, 100.0 * n / total)
+
+
 def run(cfg: RunConfig) -> RunResult:
     """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write.
 
@@ -120,13 +148,27 @@ def run(cfg: RunConfig) -> RunResult:
     before = identity(cfg.input)
     preflight(cfg)
     with runtime(cfg):
-        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
+        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
+                           valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
+                           mask=cfg.mask.to_mask() if cfg.mask is not None else None,
+                           scale=cfg.scale, offset=cfg.offset, units=cfg.units)
+        rule = scene.rule
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
-                 *scene.shape, scene.dtype, scene.nodata, scene.array.npartitions)
+                 *scene.shape, scene.dtype, list(rule.nodata) or None, scene.array.npartitions)
+        if rule.valid_range is not None or rule.scaled or scene.units or scene.mask_sources:
+            log.info("valid range %s, value = raw * %r + %r %s, mask: %s", rule.valid_range, rule.scale, rule.offset,
+                     scene.units or "", "; ".join(scene.mask_sources) or "none")
         log.debug("uint16 histogram and look-up: %s", "compiled" if kernels.compiled() else "numpy")
         keep = None
         local = cfg.dask.scheduler in (*LOCAL_SCHEDULERS, "local")
-        place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in, local)
+        if scene.mask is None:
+            place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in,
+                               local)
+        else:
+            place = None
+            if cfg.processing.reuse_decoded != "never":
+                log.info("not keeping decoded chunks: the decoded-chunk store does not carry masks "
+                         "(the write pass decodes the input again)")
         if place is not None:
             keep = DecodedChunks(scene, partial_path(final, ".decoded", make=None), memory=place == "memory")
             log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20,
@@ -136,11 +178,16 @@ def run(cfg: RunConfig) -> RunResult:
                 with phase("statistics"):
                     fitted = fit(scene, cfg.classes, keep)
                 log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6))
+                validity_warnings(scene, fitted.stats, cfg)
+                labels = cfg.classes.labels
+                if labels is not None and len(labels) != fitted.n_classes:
+                    raise ConfigError(f"classes.labels: {len(labels)} labels for the {fitted.n_classes} classes "
+                                      f"{fitted.scheme} found in {scene.path}; give one per class")
                 palette = build_palette(cfg.palette, fitted.n_classes)
 
                 def legend_of(counts: np.ndarray) -> dict:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                                        version=__version__, output=str(final))
+                                        version=__version__, output=str(final), labels=labels)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
                     if identity(cfg.input) != before:

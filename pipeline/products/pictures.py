@@ -206,7 +206,7 @@ def value_histogram(stats, bins: int = 65536) -> tuple[np.ndarray, np.ndarray, b
     data; for others the non-empty bins of a fine histogram (bin means), possibly one extra pass."""
     if stats.hist is not None:
         values, counts = stats.hist_values()
-        return values.astype(np.float64), counts, True, "exact histogram (statistics pass)"
+        return values.astype(np.float64), counts, not stats.scaled, "exact histogram (statistics pass)"
     cached = [k for k in stats.cache if isinstance(k, tuple) and k[0] == "binned"]
     edges, counts, sums = stats.binned(cached[0][1] if cached else bins)
     keep = counts > 0
@@ -266,7 +266,7 @@ def histogram_png(legend: dict, stats, edges: np.ndarray, *, size=(10.0, 4.5), d
         ax.set_xlim(vmin - 0.02 * span, vmax + 0.02 * span)
         ax.set_ylim(0, max(float(dens.max(initial=0)) * 1.05, 1e-9))
         ax.set_ylabel("pixels per unit value")
-    ax.set_xlabel(f"value ({legend['dtype']})")
+    ax.set_xlabel(f"value ({legend.get('units') or legend['dtype']})")
     ax.set_title(f"{Path(legend['input']).name}: {legend['scheme']}, {len(legend['classes'])} classes "
                  f"({source})", fontsize=9)
     fig.tight_layout()

@@ -39,9 +39,59 @@ def fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
-def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, version: str, output: str) -> dict:
-    """The legend as a JSON-ready dict."""
+def edge_decimals(edges: np.ndarray) -> int:
+    """Decimals for printing class edges: two significant digits of the narrowest class, more
+    until every two adjacent different edges print differently."""
+    e = np.asarray(edges, dtype=np.float64)
+    e = e[np.isfinite(e)]
+    widths = np.diff(e)
+    widths = widths[widths > 0]
+    d = 0 if widths.size == 0 else max(0, 1 - math.floor(math.log10(widths.min())))
+    d = min(d, 17)
+    while d < 17:
+        text = [f"{v:.{d}f}" for v in e]
+        if all(a != b for a, b, x, y in zip(text, text[1:], e, e[1:]) if x != y):
+            break
+        d += 1
+    return d
+
+
+def _edge_text(v: float, decimals: int) -> str:
+    text = f"{v:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def class_labels(edges: np.ndarray, units: str | None = None) -> list[str]:
+    """``lo to hi [units]`` for every class, with :func:`edge_decimals` decimals (trailing zeros
+    dropped), e.g. ``-11.2 to -1.8 K``."""
+    d = edge_decimals(edges)
+    tail = f" {units}" if units else ""
+    return [f"{_edge_text(float(lo), d)} to {_edge_text(float(hi), d)}{tail}" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def pixel_breakdown(stats, counts: np.ndarray) -> dict[str, int]:
+    """Class 0's pixels split by cause: ``nodata_pixels`` (nodata values, NaN, outside the valid
+    range), ``masked_pixels`` (GDAL mask, mask raster) and ``outside_pixels`` (valid, but outside
+    the class edges, e.g. manual breaks)."""
+    removed = getattr(stats, "removed", None) or {}
+    if not removed:
+        return {"nodata_pixels": int(counts[0]), "masked_pixels": 0, "outside_pixels": 0}
+    nodata = sum(removed["nodata_values"].values()) + removed["nonfinite"] + removed["valid_range"]
+    masked = removed["masked"]
+    return {"nodata_pixels": int(nodata), "masked_pixels": int(masked),
+            "outside_pixels": int(counts[0]) - int(nodata) - int(masked)}
+
+
+def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, version: str, output: str,
+                 labels: list[str] | None = None) -> dict:
+    """The legend as a JSON-ready dict: edges, min and max in physical values (``units``),
+    class 0's pixels split into nodata, masked and outside pixels. ``labels``: one per class
+    (default: the value ranges, :func:`class_labels`)."""
     edges = fitted.edges
+    units = getattr(scene, "units", None)
+    names = labels if labels is not None else class_labels(edges, units)
     valid = int(counts[1:].sum())
     classes = []
     for k in range(1, fitted.n_classes + 1):
@@ -52,7 +102,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
             "lower": _num(lo),
             "upper": _num(hi),
             "closed": "both" if k == fitted.n_classes else "left",
-            "label": f"{k}: {fmt(lo)} - {fmt(hi)}",
+            "label": names[k - 1],
             "color": to_hex(palette[k]),
             "rgba": [int(c) for c in palette[k]],
             "count": n,
@@ -60,6 +110,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         })
     empty = [c["id"] for c in classes if c["count"] == 0]
     stats = fitted.stats
+    rule = scene.rule if hasattr(scene, "rule") else None
     return {
         "sceneclass_version": version,
         "input": redact(scene.path),
@@ -69,6 +120,12 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "crs": scene.crs.to_string() if scene.crs else None,
         "transform": list(scene.transform)[:6],
         "nodata": _num(scene.nodata),
+        "nodata_values": [_num(v) for v in rule.nodata] if rule else None,
+        "valid_range": list(rule.valid_range) if rule and rule.valid_range else None,
+        "mask": list(getattr(scene, "mask_sources", ())),
+        "scale": rule.scale if rule else 1.0,
+        "offset": rule.offset if rule else 0.0,
+        "units": units,
         "scheme": fitted.scheme,
         "classes_requested": fitted.n_classes,
         "edges": [_num(float(e)) for e in edges],
@@ -76,7 +133,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "min": _num(stats.vmin),
         "max": _num(stats.vmax),
         "valid_pixels": valid,
-        "nodata_pixels": int(counts[0]),
+        **pixel_breakdown(stats, counts),
         "empty_classes": empty,
         "classes_effective": len(classes) - len(empty),  # classes holding pixels
         "nodata_class": {"id": 0, "color": to_hex(palette[0]), "count": int(counts[0])},
