@@ -26,6 +26,7 @@ import ast
 import difflib
 import keyword
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
@@ -339,7 +340,11 @@ def parse(text: str, names) -> Expression:
         raise _refuse(f"is {len(source)} characters long; at most {MAX_LENGTH} are allowed")
     _check_brackets(source)
     try:
-        tree = ast.parse(source, mode="eval")
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal" in '1if': refused, not printed
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(source, mode="eval")
+    except SyntaxWarning as exc:
+        raise _refuse(f"invalid syntax ({exc})") from None
     except SyntaxError as exc:
         where = f" at column {exc.offset}" if exc.offset else ""
         detail = f" ({exc.msg})" if exc.msg and exc.msg != "invalid syntax" else ""
