@@ -109,6 +109,7 @@ OWN = [
     ("log(nir) + log10(red)", lambda nir, red: np.log(nir) + np.log10(red)),
     ("exp(nir / 1000)", lambda nir, red: np.exp(nir / 1000)),
     ("abs(red - nir) ** 0.5 % 7", lambda nir, red: np.abs(red - nir) ** 0.5 % 7),
+    ("(red - nir) % 7 + nir % -3", lambda nir, red: (red - nir) % 7 + nir % -3),  # Python's sign rule
     ("clip(nir, 100, 2000) - minimum(nir, red) + maximum(nir, red)",
      lambda nir, red: np.minimum(np.maximum(nir, 100), 2000) - np.minimum(nir, red) + np.maximum(nir, red)),
     ("where(nir > red, nir - red, -1)", lambda nir, red: np.where(nir > red, nir - red, -1)),
@@ -159,6 +160,7 @@ def test_not_finite_is_nodata_and_stays_nodata():
     np.testing.assert_array_equal(ev("not nir / red"), [[0, nan, nan, 0]])
     np.testing.assert_array_equal(ev("sqrt(nir) + log(nir + 2)"), [[2 + np.log(np.float32(6)), np.sqrt(np.float32(2)) + np.log(np.float32(4)), np.log(np.float32(2)), nan]])
     np.testing.assert_array_equal(ev("minimum(nir / red, 5)"), [[2, nan, nan, -1]])
+    np.testing.assert_array_equal(ev("nir % red"), [[0, nan, nan, 0]])
     np.testing.assert_array_equal(ev("exp(nir * 100)"), [[nan, nan, 1, np.exp(np.float32(-100))]])  # float32 overflow
     np.testing.assert_array_equal(ev("0 ** -red + nir"), [[nan, 3, 1, nan]])  # 0**-2 is inf: nodata
     inf_in = {"nir": np.array([[np.inf, 1]], np.float64), "red": np.array([[1, -np.inf]], np.float64)}
