@@ -171,10 +171,11 @@ def scheme_config(scheme: str | BaseModel = "equal_interval", **options: Any) ->
         if given:
             raise ConfigError(f"scheme: give the options inside {type(scheme).__name__}(...), not as keywords")
         return scheme
+    data = {"classes": {"scheme": scheme, **given}}
     try:
-        return _CLASSES_ADAPTER.validate_python({"classes": {"scheme": scheme, **given}})["classes"]
+        return _CLASSES_ADAPTER.validate_python(data)["classes"]
     except ValidationError as e:  # name the keyword: "fit: count: ..." (not "classes.count")
-        raise ConfigError(format_validation_error(e, "fit").replace("fit: classes.", "fit: ", 1)) from None
+        raise ConfigError(format_validation_error(e, "fit", data).replace("fit: classes.", "fit: ", 1)) from None
 
 
 def _palette_model(palette) -> Palette:

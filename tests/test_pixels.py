@@ -20,7 +20,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from pipeline.classify import classify, fit
+from pipeline.core import classify, fit
 from pipeline.errors import ConfigError
 from pipeline.jobs.config import EqualInterval, Manual, NaturalBreaks, Quantile, build_config
 from pipeline.jobs.progress import ComputeCounter

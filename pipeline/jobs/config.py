@@ -688,7 +688,7 @@ def format_validation_error(err: ValidationError, source: str, data: Any = None)
     groups = {(tuple(b[0][0]) if b else tuple(k)) for _, k, b in entries}
     more = len(groups) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    if not parts and msg.split(":", 1)[0].replace(".", "").replace("_", "").isalpha():
+    if loc == "(top level)" and msg.split(":", 1)[0].replace(".", "").replace("_", "").isalpha():
         return f"{source}: {msg}{tail}"  # a whole-config check whose message names its key
     return f"{source}: {loc}: {msg}{tail}"
 
