@@ -107,7 +107,25 @@ def _fail(args, message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args)
+    from .jobs.interrupt import Interrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():  # SIGINT and SIGTERM stop the run through its cleanup (exit 130 / 143)
+            return _main(args)
+    except Interrupted as e:  # arrived after the run's own handling
+        return _interrupted(args, e.signum, e.exit_code)
+
+
+def _interrupted(args, signum: int, code: int) -> int:
+    import signal
+
+    name = signal.Signals(signum).name
+    return _fail(args, f"stopped by {name}; temporaries removed, previous outputs unchanged", code)
+
+
+def _main(args) -> int:
     from .errors import SceneclassError
+    from .jobs.interrupt import Interrupted
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.command == "run" and not args.dry_run:
@@ -144,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         return batch.exit_code
     except SceneclassError as e:
         return _fail(args, str(e), e.exit_code)
-    except KeyboardInterrupt:
-        print("sceneclass: interrupted", file=sys.stderr)
-        return 130
+    except Interrupted as e:
+        return _interrupted(args, e.signum, e.exit_code)
+    except KeyboardInterrupt:  # raised by other code than our handler
+        return _interrupted(args, 2, 130)
 
 
 def entry() -> None:

@@ -19,3 +19,10 @@ class InputError(SceneclassError):
     """An input raster is missing, unreadable or unusable (names the file)."""
 
     exit_code = 1
+
+
+class OutputError(SceneclassError):
+    """An output could not be written or put in place (names the output and the cause, e.g.
+    ``No space left on device``); the previous output, legend and manifest are unchanged."""
+
+    exit_code = 4

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .atomic import sweep
+from .atomic import Staging, output_errors, remove, sweep
 from .checksum import lowest_priority
 from .config import InputSpec, RunConfig
 from ..errors import ConfigError, SceneclassError
 from ..scene import is_url
 from .manifest import (
-    Verdict, config_hash, fingerprint, judge, manifest_path, output_fingerprint, versions, write_manifest,
+    Verdict, config_hash, failure_path, fingerprint, judge, manifest_path, output_fingerprint, versions,
+    write_manifest,
 )
 from ..writers.legend import legend_path
 
@@ -189,7 +190,12 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
 
 
 def run_job(job: Job, log_errors: bool = True) -> None:
-    from .run import run
+    """Run one job and record it: on success the output, legend, side files and manifest are
+    put in place together (the manifest last); a run refused before writing changes nothing;
+    a failed run removes its temporaries, keeps the previous output and manifest, and writes
+    its error to ``NAME.failed.json``. SIGINT/SIGTERM (``KeyboardInterrupt``) propagate after
+    the temporaries are removed."""
+    from .run import prepare, run
 
     started = time.time()
     known = job.verdict.input_fp if job.verdict else None
@@ -200,35 +206,68 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=lowest_priority)
     pending = None if known else pool.submit(fingerprint, job.config.input)
     pool.shutdown(wait=False)
+    refused = True
+    staging = Staging()
     try:
-        job.result = run(job.config)
-        job.status = "done"
+        prepared = prepare(job.config)
+        refused = False
+        with staging.active():
+            job.result = run(job.config, prepared)
+            job.status = "done"
+            input_fp = _input_fp(known, pending)
+            job.seconds = time.time() - started
+            with output_errors(job.output):
+                _record(job, started, input_fp)  # staged last: committed after everything else
+        staging.commit()
+        remove(failure_path(job.output))
     except SceneclassError as e:
         job.status, job.error, job.exit_code = "failed", str(e), e.exit_code
     except Exception as e:  # one bad scene must not stop the batch
         job.status, job.error, job.exit_code = "failed", f"{job.config.input}: {type(e).__name__}: {e}", 1
         log.debug("%s", job.error, exc_info=True)
-    if job.status == "failed" and log_errors:
+    finally:
+        staging.discard()
+    if job.status != "failed":
+        return
+    if log_errors:
         log.error("%s", job.error)
+    if not refused:
+        job.seconds = time.time() - started
+        _record_failure(job, started, _input_fp(known, pending))
+
+
+def _input_fp(known: dict | None, pending) -> dict | None:
     try:
-        input_fp = known or pending.result()
+        return known or pending.result()
     except OSError:
-        input_fp = None  # missing input: the run above failed and said so
-    job.seconds = time.time() - started
-    _record(job, started, input_fp)
+        return None  # missing input: the run failed and said so
+
+
+def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
+    """The error of a failed run in ``NAME.failed.json`` (best effort: the disk may be full)."""
+    data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": job.config.input,
+            "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
+            "versions": versions(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+            "seconds": round(job.seconds, 3)}
+    try:
+        write_manifest(failure_path(job.output), data)
+    except OSError as e:  # the error line says it all; an older record must not stand for this run
+        remove(failure_path(job.output))
+        log.info("%s: could not record the failure (%s)", failure_path(job.output), e.strerror or e)
 
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
-    """Plan, lock the output folder, sweep temporaries, run what is not up to date."""
+    """Plan, lock the output folder, restore or sweep what interrupted runs left, judge each
+    output, run what is not up to date."""
     jobs = plan(cfg)
     folder = output_folder(cfg).resolve() if cfg.inputs is not None else jobs[0].output.parent
-    for job in jobs:
-        job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
     if dry_run:
+        _judge(jobs, force)
         return BatchResult(jobs)
     with folder_lock(folder):
         for gone in sweep_all({j.output.parent for j in jobs}):
             log.info("removed a temporary left by an interrupted run: %s", gone)
+        _judge(jobs, force)
         for job in jobs:
             if job.verdict.status == "up to date":
                 job.status = "skipped"
@@ -239,6 +278,11 @@ def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> 
             log.info("%s: %s (%s)", job.output, job.verdict.status, job.verdict.reason)
             run_job(job, log_errors=cfg.inputs is not None)
     return BatchResult(jobs)
+
+
+def _judge(jobs: list[Job], force: bool) -> None:
+    for job in jobs:
+        job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
 
 
 def sweep_all(folders) -> list[Path]:

@@ -13,7 +13,7 @@ import numpy as np
 from .. import __version__
 from .. import kernels
 from .scheduler import LOCAL_SCHEDULERS, runtime
-from .atomic import partial_path
+from .atomic import Staging, current_staging, output_errors, partial_path
 from .._engine.decoded import DecodedChunks, keep_place
 from ..classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
@@ -66,14 +66,72 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
     return (known if known is not None else counts)[: fitted.n_classes + 1]
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write."""
+def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
+    """Every check that needs no pixel: paths, palette, the input's header and band. Writes
+    nothing; a run refused here changes nothing on disk.
+
+    Returns
+    -------
+    (final, scene) : tuple of Path and Scene
+        The output path and the lazily opened input band.
+
+    Raises
+    ------
+    ConfigError, InputError
+        The config or the input cannot make this output.
+    """
     final = check_paths(cfg)
     check_palette(cfg.palette, cfg.class_count)
     if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
         check_table_alpha(cfg.palette)
     with runtime(cfg):
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
+    return final, scene
+
+
+def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
+    """Classify ``cfg.input`` into ``cfg.output`` (+ legend and side files). Two passes:
+    statistics, then write.
+
+    Every file is written under a temporary name; without an active
+    :class:`~pipeline.jobs.atomic.Staging` they are put in place when all are written, inside
+    one the caller commits them (a batch adds the manifest first).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        One job (a single input and a concrete output path).
+    prepared : tuple, optional
+        What :func:`prepare` returned for ``cfg`` (else it is called here).
+
+    Raises
+    ------
+    ConfigError, InputError
+        Refused before anything was written (see :func:`prepare`) or the input failed to read.
+    OutputError
+        An output file could not be written (e.g. no space left); nothing was replaced.
+    """
+    final, scene = prepared if prepared is not None else prepare(cfg)
+    staging = None if current_staging() is not None else Staging()
+    if staging is None:
+        return _run(cfg, final, scene)
+    with staging.active():
+        try:
+            result = _run(cfg, final, scene)
+        except BaseException:
+            staging.discard()
+            raise
+    staging.commit()
+    return result
+
+
+def _run(cfg: RunConfig, final: Path, scene: Scene) -> RunResult:
+    with output_errors(final):
+        return _passes_and_files(cfg, final, scene)
+
+
+def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene) -> RunResult:
+    with runtime(cfg):
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
                  *scene.shape, scene.dtype, scene.nodata, scene.array.npartitions)
         log.debug("uint16 histogram and look-up: %s", "compiled" if kernels.compiled() else "numpy")
