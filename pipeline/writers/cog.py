@@ -34,7 +34,9 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError  # what rasterio raises for a GDAL failure (CPLE_*Error)
 from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError
 
 from .. import kernels
 from rasterio.windows import Window
@@ -333,13 +335,14 @@ def gdal_writing(final: Path, what: str, need: int = 0) -> Iterator[None]:
     Raises
     ------
     OutputError
-        When anything inside failed (exceptions other than ``OSError``/``ValueError`` pass).
+        When anything inside failed (GDAL's and rasterio's errors, ``OSError`` and
+        ``ValueError``; other exceptions pass).
     """
     problems: list[str] = []
     with GdalFailures() as failures, _stderr_lines() as printed:
         try:
             yield
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RasterioError, CPLE_BaseError) as e:
             problems.append(cause(e))
     failed = [ln for ln in printed if _is_failure(ln)]
     for line in printed:
