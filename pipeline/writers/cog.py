@@ -11,7 +11,10 @@ GDAL's COG driver is copy-only (before GDAL 3.13), so the write is two steps:
    Each task returns its class counts, so the legend comes out of the same pass.
 2. **Assembly, once.** GDAL copies the staging file into the COG: tiles compressed on all
    cores (``NUM_THREADS``), internal overviews (nearest or mode), colour table, nodata and
-   georeferencing carried over. The COG is written under a temporary name and renamed.
+   georeferencing carried over. The COG is written under a temporary name and checked (it
+   opens, its last tile holds the staged pixels, every overview's last tile decodes) before
+   it is renamed; any failure GDAL raises, signals or libtiff only prints fails the run
+   (:class:`~pipeline.errors.OutputError`) and replaces nothing.
 """
 
 from __future__ import annotations
