@@ -67,7 +67,13 @@ def write_config(path: Path, **cfg) -> Path:
 def run_cli(capfd, *args) -> tuple[int, list[str], str]:
     """``sceneclass ARGS`` in this process: (exit code, stderr lines, stdout)."""
     capfd.readouterr()
-    code = cli.main([str(a) for a in args])
+    root, warn = logging.getLogger("sceneclass"), logging.getLogger("py.warnings")
+    saved = root.handlers[:], root.level, root.propagate, warn.handlers[:]
+    try:
+        code = cli.main([str(a) for a in args])
+    finally:  # the command's handlers write to this test's captured stderr: do not keep them
+        root.handlers[:], root.level, root.propagate, warn.handlers[:] = saved
+        logging.captureWarnings(False)
     out, err = capfd.readouterr()
     return code, err.splitlines(), out
 
