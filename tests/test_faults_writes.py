@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
 import yaml
