@@ -125,7 +125,7 @@ def _interrupted(args, signum: int, code: int) -> int:
 
 def _main(args) -> int:
     from .errors import SceneclassError
-    from .jobs.interrupt import Interrupted
+    from .jobs.interrupt import Interrupted, received
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.command == "run" and not args.dry_run:
@@ -161,6 +161,8 @@ def _main(args) -> int:
         _report(batch, dry_run)
         return batch.exit_code
     except SceneclassError as e:
+        if received() is not None:  # a signal cut into the run before this error
+            return _interrupted(args, received(), 128 + received())
         return _fail(args, str(e), e.exit_code)
     except Interrupted as e:
         return _interrupted(args, e.signum, e.exit_code)

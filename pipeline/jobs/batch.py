@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from . import interrupt
 from .atomic import Staging, output_errors, remove, sweep
 from .checksum import lowest_priority
 from .config import InputSpec, RunConfig
@@ -221,11 +222,15 @@ def run_job(job: Job, log_errors: bool = True) -> None:
                 _record(job, started, input_fp)  # staged last: committed after everything else
         staging.commit()
         remove(failure_path(job.output))
-    except SceneclassError as e:
-        job.status, job.error, job.exit_code = "failed", str(e), e.exit_code
     except Exception as e:  # one bad scene must not stop the batch
-        job.status, job.error, job.exit_code = "failed", f"{job.config.input}: {type(e).__name__}: {e}", 1
-        log.debug("%s", job.error, exc_info=True)
+        stopped = interrupt.received()
+        if stopped is not None:  # a signal cut into a library, which then failed: the signal it is
+            raise interrupt.Interrupted(stopped) from None
+        if isinstance(e, SceneclassError):
+            job.status, job.error, job.exit_code = "failed", str(e), e.exit_code
+        else:
+            job.status, job.error, job.exit_code = "failed", f"{job.config.input}: {type(e).__name__}: {e}", 1
+            log.debug("%s", job.error, exc_info=True)
     finally:
         staging.discard()
     if job.status != "failed":

@@ -3,7 +3,9 @@
 :func:`stop_on_signals` (used by the command) makes both signals raise :class:`Interrupted` (a
 ``KeyboardInterrupt``) in the main thread; every ``finally`` block and ``atomic_output`` then
 removes its temporaries on the way out. A second signal during that cleanup is ignored, so
-the cleanup is never cut short. Inside :func:`deferred` (the final renames of a run) a signal
+the cleanup is never cut short. An error that a library raises because the signal cut
+into it (for example while it was releasing a resource) is reported as the interruption it
+is (see :func:`received`). Inside :func:`deferred` (the final renames of a run) a signal
 is held until the block ends, so the renames are never cut in half.
 """
 
@@ -40,6 +42,11 @@ def _handler(signum, frame) -> None:
         _state["pending"] = signum
         return
     raise Interrupted(signum)
+
+
+def received() -> int | None:
+    """The signal that is stopping the run (under :func:`stop_on_signals`), if any."""
+    return _state["received"]
 
 
 @contextmanager
