@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import rasterio
 
 from .. import __version__
 from .. import kernels
-from .scheduler import LOCAL_SCHEDULERS, runtime
+from .scheduler import LOCAL_SCHEDULERS, environ, gdal_env, runtime
 from .atomic import Staging, current_staging, output_errors, partial_path
 from .._engine.decoded import DecodedChunks, keep_place
 from ..classify import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
@@ -84,7 +85,8 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
     check_palette(cfg.palette, cfg.class_count)
     if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
         check_table_alpha(cfg.palette)
-    with runtime(cfg):
+    env = gdal_env(cfg)
+    with rasterio.Env(**env), environ(env):  # the run's GDAL settings; no scheduler is needed yet
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
     return final, scene
 
