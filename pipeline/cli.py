@@ -259,7 +259,25 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, key):
             setattr(args, key, value)
     _setup_logging(args)
+    from .jobs.interrupt import Interrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():  # SIGINT and SIGTERM stop the run through its cleanup (exit 130 / 143)
+            return _main(args)
+    except Interrupted as e:  # arrived after the run's own handling
+        return _interrupted(args, e.signum, e.exit_code)
+
+
+def _interrupted(args, signum: int, code: int) -> int:
+    import signal
+
+    name = signal.Signals(signum).name
+    return _fail(args, f"stopped by {name}; temporaries removed, previous outputs unchanged", code)
+
+
+def _main(args) -> int:
     from .errors import BUG_EXIT_CODE, OutputError, SceneclassError
+    from .jobs.interrupt import Interrupted, received
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.command == "run" and not args.dry_run:  # (classify: the batch starts the checksum)
@@ -307,17 +325,24 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(cfg))
         return batch.exit_code
     except SceneclassError as e:
+        if received() is not None:  # a signal cut into the run before this error
+            return _interrupted(args, received(), 128 + received())
         return _fail(args, str(e), e.exit_code)
+    except Interrupted as e:
+        return _interrupted(args, e.signum, e.exit_code)
+    except KeyboardInterrupt:  # raised by other code than our handler
+        return _interrupted(args, 2, 130)
     except OSError as e:  # outside a job: the output folder, its lock, temporaries, manifests
+        if received() is not None:
+            return _interrupted(args, received(), 128 + received())
         where = e.filename or "output"
         return _fail(args, f"{where}: cannot write: {e.strerror or e}", OutputError.exit_code)
     except Exception as e:
+        if received() is not None:  # a library failed because a signal cut into it
+            return _interrupted(args, received(), 128 + received())
         log.debug("internal error", exc_info=True)  # -vv: the traceback
         return _fail(args, f"internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
                            "rerun with -vv for the traceback and report it", BUG_EXIT_CODE)
-    except KeyboardInterrupt:
-        print("sceneclass: interrupted", file=sys.stderr)
-        return 130
 
 
 def entry() -> None:

@@ -31,9 +31,11 @@ class InputError(SceneclassError):
 
 
 class OutputError(SceneclassError):
-    """An output cannot be written (names the output and the cause)."""
+    """An output could not be written or put in place (names the output and the cause, e.g.
+    ``No space left on device``); the previous output, legend and manifest are unchanged."""
 
     exit_code = 4
+
 
 
 class ClassificationError(SceneclassError):

@@ -142,9 +142,10 @@ def test_batch_with_a_corrupt_input(tmp_path, scenes):
         assert manifest(got)["status"] == "done"
     bad = out / "corrupt_classes.tif"
     assert not bad.exists() and not (out / "corrupt_classes.legend.json").exists()
-    man = manifest(bad)
-    assert man["status"] == "failed"
-    assert str(inp / "corrupt.tif") in man["error"] and man["output_fingerprint"] is None
+    assert not (out / "corrupt_classes.manifest.json").exists()  # a manifest describes a good output only
+    man = json.loads((out / "corrupt_classes.failed.json").read_text(encoding="utf-8"))
+    assert man["status"] == "failed" and man["exit_code"] == 1
+    assert str(inp / "corrupt.tif") in man["error"]
     assert "2 done, 0 up to date, 1 failed" in proc.stdout
     assert f"failed     {bad}" in proc.stdout
     assert not partials(out)

@@ -1,15 +1,36 @@
-"""Outputs appear at their final path only when complete: write beside it, then rename."""
+"""Outputs appear at their final path only when complete: write beside it, then rename.
+
+A run writes every file it makes (raster, legend, side files, manifest) under a temporary
+name in the destination folder. Inside :class:`Staging` nothing is renamed until the run
+commits, so a failure anywhere leaves every previous file untouched; the commit renames the
+files in the order they were written, the manifest last, so a crash in between leaves an
+old manifest that no longer matches the new output (the next run redoes it).
+"""
 
 from __future__ import annotations
 
+import contextvars
+import ctypes
+import ctypes.util
+import errno
+import logging
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Literal
 
+from ..errors import OutputError
+
+log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
+
 PARTIAL_TAG = ".sceneclass-partial"
+#: a replaced store moved aside by a two-rename swap: ``.NAME.xxxxxxxx.sceneclass-partial.old``
+_ASIDE = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}" + re.escape(PARTIAL_TAG) + r"\.old$")
+
+_staging: contextvars.ContextVar["Staging | None"] = contextvars.ContextVar("sceneclass_staging", default=None)
 
 
 def partial_path(final: Path, suffix: str = "", make: Literal["file", "dir"] | None = "file") -> Path:
@@ -51,6 +72,7 @@ def sibling(output: Path, suffix: str) -> Path:
 
 
 def remove(path: Path) -> None:
+    """Remove a file or a folder tree; nothing when it does not exist."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -60,9 +82,45 @@ def remove(path: Path) -> None:
             pass
 
 
+# --------------------------------------------------------------------- renames
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False when the
+    system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def commit(partial: Path, final: Path) -> None:
-    """Move a complete file or folder into place, replacing what was there."""
+    """Move a complete file or folder into place, replacing what was there.
+
+    A folder (Zarr store) replacing a folder is swapped with the old one in one atomic step
+    where the system allows (Linux ``renameat2``); elsewhere the old folder is first renamed
+    aside (``….sceneclass-partial.old``), which :func:`sweep` renames back if a crash came
+    before the new one was in place.
+
+    Raises
+    ------
+    OSError
+        When a rename fails.
+    """
     if final.is_dir() and not final.is_symlink():
+        if _exchange(partial, final):  # partial now holds the old store
+            remove(partial)
+            return
         old = partial_path(final, ".old", make=None)
         os.replace(final, old)
         os.replace(partial, final)
@@ -71,10 +129,79 @@ def commit(partial: Path, final: Path) -> None:
         os.replace(partial, final)
 
 
+class Staging:
+    """The files of one run, written under temporary names and committed together.
+
+    Inside ``with staging.active():`` every :func:`atomic_output` leaves its file under its
+    temporary name and records it here; :meth:`commit` then renames them all, in the order
+    they were written, with signals deferred (see :mod:`pipeline.jobs.interrupt`);
+    :meth:`discard` removes them.
+    """
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Path, Path]] = []  # (partial, final)
+
+    @contextmanager
+    def active(self) -> Iterator["Staging"]:
+        token = _staging.set(self)
+        try:
+            yield self
+        finally:
+            _staging.reset(token)
+
+    def add(self, partial: Path, final: Path) -> None:
+        self.files = [(p, f) for p, f in self.files if f != final]  # written again: the newer wins
+        self.files.append((partial, final))
+
+    def path_of(self, final: Path) -> Path:
+        """Where ``final``'s content is now: its temporary name when staged, else ``final``."""
+        for partial, f in self.files:
+            if f == final:
+                return partial
+        return final
+
+    def commit(self) -> None:
+        """Rename every staged file to its final path (order kept; the manifest comes last).
+
+        Raises
+        ------
+        OutputError
+            When a rename fails (the files not yet renamed are removed).
+        """
+        from .interrupt import deferred
+
+        with deferred():
+            try:
+                for partial, final in self.files:
+                    commit(partial, final)
+            except OSError as e:
+                self.discard()
+                raise OutputError(f"{final}: cannot put the output in place ({cause(e)})") from None
+            self.files = []
+
+    def discard(self) -> None:
+        """Remove every staged file that was not committed."""
+        for partial, _ in self.files:
+            remove(partial)
+        self.files = []
+
+
+def current_staging() -> Staging | None:
+    """The :class:`Staging` active in this context, if any."""
+    return _staging.get()
+
+
+def staged_path(final: Path) -> Path:
+    """Where ``final``'s new content is: its temporary name while a :class:`Staging` holds it."""
+    staging = _staging.get()
+    return staging.path_of(Path(final)) if staging is not None else Path(final)
+
+
 @contextmanager
 def atomic_output(final: Path, suffix: str = "", make: Literal["file", "dir"] = "file") -> Iterator[Path]:
     """Yield a temporary (an empty file, or folder with ``make="dir"``, created exclusively:
-    see :func:`partial_path`); on success move it to ``final``, on any failure remove it."""
+    see :func:`partial_path`); on success move it to ``final`` (or leave it to the active
+    :class:`Staging`), on any failure remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(final, suffix, make)
     try:
@@ -82,11 +209,77 @@ def atomic_output(final: Path, suffix: str = "", make: Literal["file", "dir"] = 
     except BaseException:
         remove(tmp)
         raise
-    commit(tmp, final)
+    staging = _staging.get()
+    if staging is not None:
+        staging.add(tmp, final)
+    else:
+        commit(tmp, final)
+
+
+# ----------------------------------------------------------------- write errors
+def cause(e: BaseException) -> str:
+    """The reason of an OS or GDAL error in a few words (``No space left on device``)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+_PARTIAL_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}" + re.escape(PARTIAL_TAG))
+
+
+def final_name(path: str | os.PathLike) -> Path:
+    """The final path a temporary stands for (``out/.a.tif.1234abcd.sceneclass-partial.tif`` ->
+    ``out/a.tif``); other paths unchanged."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        m = _PARTIAL_NAME.match(part.name)
+        if m:
+            return part.with_name(m.group("name"))
+    return path
+
+
+@contextmanager
+def output_errors(final: Path) -> Iterator[None]:
+    """Turn a failed write (``OSError``, including rasterio's I/O errors) into an
+    :class:`OutputError` naming ``final`` (and the side file, when that failed) and the cause.
+
+    Raises
+    ------
+    OutputError
+        For any ``OSError`` raised inside.
+    """
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        what = final_name(e.filename) if getattr(e, "filename", None) else Path(final)
+        name = "" if what == Path(final) else f" {what}"
+        raise OutputError(f"{final}: cannot write{name or ' the output'} ({cause(e)}); nothing was replaced") from None
+
+
+# ----------------------------------------------------------------------- sweep
+def recover(folder: Path) -> list[Path]:
+    """Put back a store that a crash left renamed aside (``….sceneclass-partial.old``) when its
+    final path is empty; returns the restored final paths."""
+    restored = []
+    for p in sorted(folder.glob(f".*{PARTIAL_TAG}.old"), key=lambda q: q.stat().st_mtime_ns, reverse=True):
+        m = _ASIDE.match(p.name)
+        if m is None:
+            continue
+        final = folder / m.group("name")
+        if not final.exists() and not final.is_symlink():
+            os.replace(p, final)
+            restored.append(final)
+            log.warning("restored %s, which an interrupted run had moved aside", final)
+    return restored
 
 
 def sweep(folder: Path) -> list[Path]:
-    """Remove temporaries left by killed runs in ``folder``; returns what was removed."""
+    """Restore what an interrupted swap moved aside (:func:`recover`), then remove the
+    temporaries left by killed runs in ``folder``; returns what was removed."""
+    recover(folder)
     gone = [p for p in folder.glob(f".*{PARTIAL_TAG}*")]
     for p in gone:
         remove(p)

@@ -10,6 +10,7 @@ folder inside or above it, exits at once while the first holds the lock
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import glob
 import logging
 import os
@@ -19,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import sweep
+from . import interrupt
+from .atomic import Staging, output_errors, remove, sweep
 from .collisions import check_collisions, read_paths
 from .checksum import identity, lowest_priority
 from .config import InputSpec, RunConfig, check_suffix
@@ -27,7 +29,8 @@ from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LockedErro
 from ..errors import BUG_EXIT_CODE, ConfigError, OutputError, SceneclassError, output_error  # noqa: F401
 from ..scene import is_url
 from .manifest import (
-    Verdict, config_hash, fingerprint, judge, manifest_path, output_fingerprint, versions, write_manifest,
+    Verdict, config_hash, failure_path, fingerprint, judge, manifest_path, output_fingerprint, versions,
+    write_manifest,
 )
 from ..products.extras import requested_paths
 from ..urls import redact, redact_text
@@ -238,41 +241,58 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
 
 
 def run_job(job: Job, log_errors: bool = True) -> None:
-    from .run import input_changed, run
+    """Run one job and record it: on success the output, legend, side files and manifest are
+    put in place together (the manifest last); a run refused before writing changes nothing;
+    a failed run removes its temporaries, keeps the previous output and manifest, and writes
+    its error to ``NAME.failed.json``. An input that changed while the job read it (passes or
+    checksum) fails the job before anything is committed. SIGINT/SIGTERM (``KeyboardInterrupt``)
+    propagate after the temporaries are removed."""
+    from .run import input_changed, prepare, run
 
     started = time.time()
     known = job.verdict.input_fp if job.verdict else None
     # the input's checksum is read in a background thread while the passes run (hashlib
     # releases the GIL), at the lowest CPU priority: it takes the cycles the passes leave idle
     # and finishes at full speed after them if it must (the command starts it even earlier:
-    # pipeline.checksum.start_for_config, and this thread then waits for that result)
+    # pipeline.jobs.checksum.start_for_config, and this thread then waits for that result)
     before = identity(job.config.input)  # the checksum and the passes must all see this file
     pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=lowest_priority)
     pending = None if known else pool.submit(fingerprint, job.config.input)
     pool.shutdown(wait=False)
+    refused = True
+    staging = Staging()
     try:
-        job.result = run(job.config)
-        job.status = "done"
+        prepared = prepare(job.config)
+        refused = False
+        with staging.active():
+            job.result = run(job.config, prepared)
+            input_fp = _input_fp(known, pending)
+            if before is not None and identity(job.config.input) != before:
+                # replaced or rewritten while the checksum read it, after the passes' own check
+                raise input_changed(job.config.input)
+            job.status = "done"
+            job.seconds = time.time() - started
+            with output_errors(job.output):
+                _record(job, started, input_fp)  # staged last: committed after everything else
+        staging.commit()
+        remove(failure_path(job.output))
     except Exception as e:  # one bad scene must not stop the batch
+        stopped = interrupt.received()
+        if stopped is not None:  # a signal cut into a library, which then failed: the signal it is
+            raise interrupt.Interrupted(stopped) from None
         _failed(job, e)
-    try:
-        input_fp = known or pending.result()
-    except OSError:
-        input_fp = None  # missing input: the run above failed and said so
-    if before is not None and identity(job.config.input) != before:
-        # replaced or rewritten while the passes or the checksum read it: whatever the run
-        # made of it, this is the error (a read of a truncated file fails as "damaged")
-        err = input_changed(job.config.input, written=job.status == "done")
-        job.status, job.error, job.exit_code, input_fp = "failed", str(err), err.exit_code, None
-    if job.status == "failed" and log_errors:
+    finally:
+        staging.discard()
+    if job.status != "failed":
+        return
+    # the failure's traceback held the tasks' frames in reference cycles (their chunk buffers,
+    # the mapped decoded chunks): free them now, not whenever the collector next runs
+    gc.collect()
+    if log_errors:
         log.error("%s", job.error)
-    job.seconds = time.time() - started
-    try:
-        _record(job, started, input_fp)
-    except Exception as e:
-        _failed(job, e)
-        if log_errors:
-            log.error("%s", job.error)
+    if not refused:
+        job.seconds = time.time() - started
+        _record_failure(job, started, _input_fp(known, pending))
 
 
 def _failed(job: Job, e: Exception) -> None:
@@ -282,21 +302,42 @@ def _failed(job: Job, e: Exception) -> None:
         log.debug("%s", job.error, exc_info=True)  # -vv: the traceback
 
 
+def _input_fp(known: dict | None, pending) -> dict | None:
+    try:
+        return known or pending.result()
+    except OSError:
+        return None  # missing input: the run failed and said so
+
+
+def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
+    """The error of a failed run in ``NAME.failed.json`` (best effort: the disk may be full)."""
+    data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": redact(job.config.input),
+            "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
+            "versions": versions(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+            "seconds": round(job.seconds, 3)}
+    try:
+        write_manifest(failure_path(job.output), data)
+    except OSError as e:  # the error line says it all; an older record must not stand for this run
+        remove(failure_path(job.output))
+        log.info("%s: could not record the failure (%s)", failure_path(job.output), e.strerror or e)
+
+
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
-    """Plan, lock the output folder, sweep temporaries, run what is not up to date."""
+    """Plan, check every job's config, lock the output folders, restore or sweep what
+    interrupted runs left, judge each output, run what is not up to date."""
     from .run import preflight
 
     jobs = plan(cfg)
     for job in jobs:  # config problems refuse the whole run before anything is locked or written
         preflight(job.config)
     folder = run_folder(cfg, jobs)
-    for job in jobs:
-        job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
     if dry_run:
+        _judge(jobs, force)
         return BatchResult(jobs)
     with folder_lock(folder, {j.output.parent for j in jobs}):
         for gone in sweep_all({j.output.parent for j in jobs}):
             log.info("removed a temporary left by an interrupted run: %s", gone)
+        _judge(jobs, force)
         for job in jobs:
             if job.verdict.status == "up to date":
                 job.status = "skipped"
@@ -307,6 +348,11 @@ def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> 
             log.info("%s: %s (%s)", job.output, job.verdict.status, job.verdict.reason)
             run_job(job, log_errors=cfg.inputs is not None)
     return BatchResult(jobs)
+
+
+def _judge(jobs: list[Job], force: bool) -> None:
+    for job in jobs:
+        job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
 
 
 def sweep_all(folders) -> list[Path]:

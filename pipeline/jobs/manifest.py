@@ -1,9 +1,11 @@
 """Per-output manifests: what made an output, so a rerun can skip work that is already done.
 
 A manifest (``NAME.manifest.json`` beside the output) records the job's config hash, the
-input's fingerprint, library versions, edges, counts, timings and status. It is written last,
-after the output and its legend are in place, so a manifest with status ``done`` means the
-output is complete.
+input's fingerprint, library versions, edges, counts, timings and status. It is put in place
+last, after the output, its legend and side files, so a manifest with status ``done`` means
+the output is complete. A failed run leaves the manifest of the previous output alone and
+records its error in ``NAME.failed.json`` instead (removed by the next successful run); a
+run refused before it writes records nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_output, sibling
+from .atomic import atomic_output, sibling, staged_path
 from .checksum import checksum
 from ..scene import is_url
 from ..urls import redact
@@ -27,6 +29,12 @@ HASHED_KEYS = ("input", "band", "nodata", "valid_range", "gdal_mask", "mask", "s
 
 def manifest_path(output: Path) -> Path:
     return sibling(output, ".manifest.json")
+
+
+def failure_path(output: Path) -> Path:
+    """``NAME.failed.json`` beside the output: the last failed run's error (the manifest keeps
+    describing the previous good output)."""
+    return sibling(output, ".failed.json")
 
 
 def config_hash(job) -> str:
@@ -85,7 +93,9 @@ def write_manifest(path: Path, data: dict) -> None:
 
 
 def output_fingerprint(output: Path) -> dict | None:
-    """Size/mtime of a COG, or of a Zarr store's metadata file; None when missing."""
+    """Size/mtime of a COG, or of a Zarr store's metadata file; None when missing (a file
+    staged by the current run is read under its temporary name: a rename keeps both)."""
+    output = staged_path(output)
     target = output / "zarr.json" if output.is_dir() else output
     try:
         st = target.stat()

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import rasterio
 
 from .. import __version__
 from .. import kernels
-from .scheduler import LOCAL_SCHEDULERS, runtime
-from .atomic import partial_path
+from .scheduler import LOCAL_SCHEDULERS, environ, gdal_env, runtime
+from .atomic import Staging, current_staging, output_errors, partial_path
 from .._engine.decoded import DecodedChunks, keep_place
 from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
@@ -137,21 +138,79 @@ def validity_warnings(scene: Scene, stats, cfg: RunConfig) -> None:
             log.warning("%s: %s removes %.1f%% of the pixels", where, what, 100.0 * n / total)
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """Classify ``cfg.input`` into ``cfg.output`` (+ legend). Two passes: statistics, then write.
+def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
+    """Every check that needs no pixel: paths, palette, the input's header and band. Writes
+    nothing; a run refused here changes nothing on disk.
 
-    The input's identity (size, modification time, inode, device) is taken before the passes
-    and checked once they have read every pixel, before the output replaces anything: an input
-    that changed meanwhile fails the run (:class:`InputError`) and nothing is written.
+    Returns
+    -------
+    (final, scene) : tuple of Path and Scene
+        The output path and the lazily opened input band.
+
+    Raises
+    ------
+    ConfigError, InputError
+        The config or the input cannot make this output.
     """
     final = check_paths(cfg)
-    before = identity(cfg.input)
     preflight(cfg)
-    with runtime(cfg):
+    env = gdal_env(cfg)
+    with rasterio.Env(**env), environ(env):  # the run's GDAL settings; no scheduler is needed yet
         scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
                            valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
                            mask=cfg.mask.to_mask() if cfg.mask is not None else None,
                            scale=cfg.scale, offset=cfg.offset, units=cfg.units)
+    return final, scene
+
+
+def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
+    """Classify ``cfg.input`` into ``cfg.output`` (+ legend and side files). Two passes:
+    statistics, then write.
+
+    Every file is written under a temporary name; without an active
+    :class:`~pipeline.jobs.atomic.Staging` they are put in place when all are written, inside
+    one the caller commits them (a batch adds the manifest first).
+
+    The input's identity (size, modification time, inode, device) is taken at the start and
+    checked once the passes have read every pixel, before the output replaces anything: an
+    input that changed meanwhile fails the run (:class:`InputError`) and nothing is written.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        One job (a single input and a concrete output path).
+    prepared : tuple, optional
+        What :func:`prepare` returned for ``cfg`` (else it is called here).
+
+    Raises
+    ------
+    ConfigError, InputError
+        Refused before anything was written (see :func:`prepare`) or the input failed to read.
+    OutputError
+        An output file could not be written (e.g. no space left); nothing was replaced.
+    """
+    before = identity(cfg.input)
+    final, scene = prepared if prepared is not None else prepare(cfg)
+    staging = None if current_staging() is not None else Staging()
+    if staging is None:
+        return _run(cfg, final, scene, before)
+    with staging.active():
+        try:
+            result = _run(cfg, final, scene, before)
+        except BaseException:
+            staging.discard()
+            raise
+    staging.commit()
+    return result
+
+
+def _run(cfg: RunConfig, final: Path, scene: Scene, before) -> RunResult:
+    with output_errors(final):
+        return _passes_and_files(cfg, final, scene, before)
+
+
+def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunResult:
+    with runtime(cfg):
         rule = scene.rule
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
                  *scene.shape, scene.dtype, list(rule.nodata) or None, scene.array.npartitions)

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from concurrent.futures import wait
 from contextlib import contextmanager
 from typing import Iterator
 
 import dask
 import rasterio
+from dask.system import CPU_COUNT
+try:
+    from dask.threaded import ContextAwareThreadPoolExecutor
+except ImportError:  # older dask: the tasks need no contextvars here
+    from concurrent.futures import ThreadPoolExecutor as ContextAwareThreadPoolExecutor
+from dask.threaded import get as threaded_get
 
 from .config import Dask
 from ..errors import ConfigError
@@ -22,6 +30,55 @@ from ..scene import is_url
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+class SettlingPool(ContextAwareThreadPoolExecutor):
+    """dask's thread pool that can wait for the tasks it is running: when a computation stops
+    early (a failed task, an interrupt), tasks already running would go on writing into
+    temporaries that are being removed (a Zarr chunk write re-creates its folder)."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers, thread_name_prefix="sceneclass-dask")
+        self._futures: set = set()
+        self._guard = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = super().submit(fn, *args, **kwargs)
+        with self._guard:
+            self._futures.add(fut)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, fut) -> None:
+        with self._guard:
+            self._futures.discard(fut)
+
+    def settle(self) -> None:
+        """Cancel the tasks not started yet and wait for the running ones."""
+        with self._guard:
+            futures = list(self._futures)
+        for f in futures:
+            f.cancel()
+        wait(futures)
+
+
+def _settling_get(pool: SettlingPool):
+    """dask's threaded scheduler on ``pool``; when the computation raises (a task failed, or
+    SIGINT/SIGTERM arrived), it returns only once no task of it is running any more."""
+
+    def get(dsk, keys, **kwargs):
+        kwargs.pop("num_workers", None)
+        kwargs.pop("pool", None)
+        try:
+            return threaded_get(dsk, keys, pool=pool, **kwargs)
+        except BaseException:
+            from .interrupt import deferred
+
+            with deferred():
+                pool.settle()
+            raise
+
+    return get
 
 
 def _set_environ(env: dict) -> None:
@@ -37,6 +94,14 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
         # Client (about 0.25 s per run)
         from dask.base import named_schedulers
 
+        if cfg.scheduler == "threads":
+            pool = SettlingPool(cfg.workers or CPU_COUNT)
+            try:
+                with dask.config.set(scheduler=_settling_get(pool)):
+                    yield None
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            return
         opts = {"scheduler": named_schedulers[cfg.scheduler]}
         if cfg.workers:
             opts["num_workers"] = cfg.workers

@@ -12,7 +12,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from ..jobs.atomic import atomic_output, sibling
+from ..jobs.atomic import atomic_output, sibling, staged_path
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -119,7 +119,7 @@ def write_extras(result, cfg) -> dict[str, Path]:
     quicklook = None
     if o.quicklook or o.report:
         palette = styles.palette_from_legend(legend)
-        rgba = pictures.quicklook_rgba(result.output, cfg.output.resolved_format, cfg.output.mode,
+        rgba = pictures.quicklook_rgba(staged_path(result.output), cfg.output.resolved_format, cfg.output.mode,
                                        palette, o.quicklook_size)
         quicklook = pictures.encode(rgba, "png")
         if o.quicklook:

@@ -12,18 +12,23 @@ GDAL's COG driver is copy-only (before GDAL 3.13), so the write is two steps:
 2. **Assembly, once.** GDAL copies the staging file into the COG: tiles compressed on all
    cores (``NUM_THREADS``), internal overviews (nearest or mode), colour table, nodata and
    georeferencing carried over (CRS and geotransform, or GCPs and their CRS; RPCs). The COG is
-   written under a temporary name and renamed.
+   written under a temporary name and checked (it opens, its last tile holds the staged pixels,
+   every overview's last tile decodes) before it is renamed; any failure GDAL raises, signals or
+   libtiff only prints fails the run (:class:`~pipeline.errors.OutputError`) and replaces nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from xml.sax.saxutils import escape, quoteattr
 
 import dask
@@ -32,13 +37,17 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError  # what rasterio raises for a GDAL failure (CPLE_*Error)
 from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError
 
 from .. import kernels
-from ..jobs.atomic import atomic_output, partial_path, remove
+from rasterio.windows import Window
+
+from ..errors import OutputError
+from ..jobs.atomic import atomic_output, cause, output_errors, partial_path, remove
 from ..jobs.config import Output
-from ..scene import raster_errors
 from .._engine.scratch import scratch
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -128,8 +137,11 @@ def create_level(path: Path, scene, factor: int, palette: np.ndarray, bands: int
             dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
     ty, tx = math.ceil(height / blocksize), math.ceil(width / blocksize)
     with rasterio.open(path) as src:
-        offsets = [int(src.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=1))
+        offsets = [src.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=1)
                    for j in range(ty) for i in range(tx)]
+    if None in offsets:
+        raise OSError(f"{path}: GDAL did not write the tile index")
+    offsets = [int(o) for o in offsets]
     offsets = np.array(offsets, dtype=np.int64).reshape(ty, tx)
     if (offsets <= 0).any():
         raise RuntimeError(f"{path}: GDAL did not pre-allocate every tile")
@@ -302,10 +314,155 @@ def distributed_client():
         return None
 
 
-def assemble(staging: Path, final: Path, out: Output) -> None:
-    """GDAL: staging GeoTIFF -> COG at ``final`` (compressed on all cores, overviews), atomically."""
-    with atomic_output(final, ".tif") as tmp, raster_errors(str(final)):
-        rasterio.shutil.copy(staging, tmp, driver="COG", **cog_options(out))
+class GdalFailures(logging.Handler):
+    """Collects the failures GDAL signals in this thread while it runs (rasterio logs each
+    CE_Failure as "GDAL signalled an error" at INFO and lets the call return)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("GDAL signalled an error") and record.args:
+            self.messages.append(str(record.args[-1]))
+
+    def __enter__(self) -> "GdalFailures":
+        logger = logging.getLogger("rasterio._env")
+        self._level = logger.level
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logger = logging.getLogger("rasterio._env")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
+
+
+def _disk_full(folder: Path, need: int) -> OSError | None:
+    """The error reserving ``need`` bytes in ``folder`` gives (``No space left on device``), if any."""
+    probe = partial_path(folder / "space", ".probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        return e
+    try:
+        os.posix_fallocate(fd, 0, max(need, 1 << 20))
+    except OSError as e:
+        return None if e.errno in (errno.EOPNOTSUPP, errno.EINVAL) else e
+    finally:
+        os.close(fd)
+        remove(probe)
+    return None
+
+
+@contextmanager
+def _stderr_lines() -> Iterator[list[str]]:
+    """Capture what C libraries print on file descriptor 2 inside (libtiff reports some write
+    failures there and nowhere else); yields the list the lines are collected in."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(2)
+    chunks: list[bytes] = []
+    drain = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 65536), b"")),
+                             name="sceneclass-stderr", daemon=True)
+    drain.start()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield lines
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        drain.join()
+        os.close(read_fd)
+        lines.extend(b"".join(chunks).decode(errors="replace").splitlines())
+
+
+def _is_failure(line: str) -> bool:
+    low = line.lower()
+    return "warning" not in low and (line.startswith("ERROR") or "error" in low or "no space" in low)
+
+
+@contextmanager
+def gdal_writing(final: Path, what: str, need: int = 0) -> Iterator[None]:
+    """GDAL writes inside: a failure GDAL raises, signals and returns from, or libtiff only
+    prints, becomes one :class:`OutputError` naming ``final`` and the cause (``No space left
+    on device`` when the folder cannot hold ``need`` more bytes).
+
+    Raises
+    ------
+    OutputError
+        When anything inside failed (GDAL's and rasterio's errors, ``OSError`` and
+        ``ValueError``; other exceptions pass).
+    """
+    problems: list[str] = []
+    with GdalFailures() as failures, _stderr_lines() as printed:
+        try:
+            yield
+        except (OSError, ValueError, RasterioError, CPLE_BaseError) as e:
+            problems.append(cause(e))
+    failed = [ln for ln in printed if _is_failure(ln)]
+    for line in printed:
+        (log.debug if line in failed else log.warning)("GDAL: %s", line)
+    problems += failures.messages + failed
+    if problems:
+        full = _disk_full(final.parent, need)
+        reason = full.strerror if full is not None and full.strerror else problems[0]
+        raise OutputError(f"{final}: {what} failed ({reason}); nothing was replaced")
+
+
+def verify_cog(path: Path, source: Path) -> None:
+    """Check an assembled COG before it replaces anything: it opens, has the source's size,
+    bands and overview count, its last full-resolution tile holds the source's pixels, and the
+    last tile of every overview decodes.
+
+    Raises
+    ------
+    OSError
+        (rasterio's ``RasterioIOError``) when the file cannot be opened or a tile not read.
+    ValueError
+        When the file is readable but not what the source holds.
+    """
+    with rasterio.open(source) as src, rasterio.open(path) as cog:
+        if (cog.width, cog.height, cog.count) != (src.width, src.height, src.count):
+            raise ValueError(f"the assembled file is {cog.width}x{cog.height}x{cog.count}, "
+                             f"not {src.width}x{src.height}x{src.count}")
+        by, bx = cog.block_shapes[0]
+        last = Window((cog.width - 1) // bx * bx, (cog.height - 1) // by * by, 0, 0)
+        last = Window(last.col_off, last.row_off, cog.width - last.col_off, cog.height - last.row_off)
+        if not np.array_equal(cog.read(window=last), src.read(window=last)):
+            raise ValueError("its last tile differs from the staged pixels")
+        factors = cog.overviews(1)
+        if len(factors) != len(src.overviews(1)) and src.overviews(1):
+            raise ValueError(f"it has {len(factors)} overview levels, not {len(src.overviews(1))}")
+    for level in range(len(factors)):
+        with rasterio.open(path, overview_level=level) as ov:
+            by, bx = ov.block_shapes[0]
+            c0, r0 = (ov.width - 1) // bx * bx, (ov.height - 1) // by * by
+            ov.read(window=Window(c0, r0, ov.width - c0, ov.height - r0))
+
+
+def assemble(staging: Path, target: Path, out: Output, final: Path | None = None) -> None:
+    """GDAL: staging GeoTIFF (or VRT with overviews) -> COG at ``target`` (compressed on all
+    cores, overviews), verified with :func:`verify_cog`. ``final``: the output's name in
+    messages (``target`` is usually its temporary name).
+
+    Raises
+    ------
+    OutputError
+        When GDAL fails (even a failure it only reports) or the written file does not verify;
+        names the output and the cause.
+    """
+    final = target if final is None else final
+    need = os.path.getsize(staging) if os.path.exists(staging) else 0
+    with gdal_writing(final, "assembling the COG", need):
+        rasterio.shutil.copy(staging, target, driver="COG", **cog_options(out))
+    with gdal_writing(final, "checking the assembled COG", need):
+        verify_cog(target, staging)
 
 
 def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0,
@@ -332,7 +489,7 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     try:
         for suffix in [f".staging{f}.tif" for f in factors] + [".staging.vrt"]:
             paths.append(partial_path(final, suffix))
-        with raster_errors(str(final)):
+        with output_errors(final), gdal_writing(final, "creating the staging files"):
             levels = [create_level(p, scene, f, palette, bands or 1, out.blocksize) for p, f in zip(paths, factors)]
         (counts,) = dask.compute(stage(classes, table, levels, out.blocksize, count))
         if staged is not None:
@@ -340,10 +497,11 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
         source = vrt_with_overviews(levels, paths[-1]) if len(levels) > 1 else paths[0]
         log.info("assembling the COG (compression on all cores, %d overview levels)", len(levels) - 1)
         client = distributed_client()
-        if client is None:
-            assemble(source, final, out)
-        else:  # a worker assembles it, so no pixel travels to the client
-            client.submit(assemble, source, final, out, pure=False).result()
+        with atomic_output(final, ".tif") as tmp:
+            if client is None:
+                assemble(source, tmp, out, final)
+            else:  # a worker assembles it, so no pixel travels to the client
+                client.submit(assemble, source, tmp, out, final, pure=False).result()
     finally:
         for p in paths:
             remove(p)
