@@ -183,14 +183,16 @@ def _palette_model(palette) -> Palette:
         return Palette()
     if isinstance(palette, Palette):
         return palette
+    if isinstance(palette, str):
+        data = {"name": palette}
+    elif isinstance(palette, dict):
+        data = dict(palette)
+    else:
+        data = {"colors": [c if isinstance(c, str) else [int(v) for v in c] for c in palette]}
     try:
-        if isinstance(palette, str):
-            return Palette(name=palette)
-        if isinstance(palette, dict):
-            return Palette(**palette)
-        return Palette(colors=[c if isinstance(c, str) else [int(v) for v in c] for c in palette])
+        return Palette(**data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "palette")) from None
+        raise ConfigError(format_validation_error(e, "palette", data)) from None
 
 
 # ---------------------------------------------------------------------------- the fit
@@ -450,10 +452,11 @@ def _recolour(legend: dict, table: np.ndarray) -> dict:
 
 
 def _output(path, **options) -> Output:
+    data = {"path": str(path), **options}
     try:
-        return Output(path=str(path), **options)
+        return Output(**data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "write")) from None
+        raise ConfigError(format_validation_error(e, "write", data)) from None
 
 
 def _target(path, overwrite: bool) -> Path:
