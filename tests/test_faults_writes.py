@@ -264,19 +264,39 @@ def test_refused_run_changes_nothing(tmp_path, capfd):
     assert checksums(out_dir) == before
 
 
+def damaged_tiles(src: Path, dst: Path) -> Path:
+    """A copy of ``src`` as a tiled DEFLATE GeoTIFF whose header is sound but whose second tile
+    holds garbage: it opens, and reading its pixels fails part-way through a run."""
+    with rasterio.open(src) as s:
+        profile = s.profile | {"driver": "GTiff", "tiled": True, "blockxsize": 64, "blockysize": 64,
+                               "compress": "deflate", "count": 1}
+        band = s.read(1)
+    with rasterio.open(dst, "w", **profile) as d:
+        d.write(band, 1)
+    with rasterio.open(dst) as d:
+        offset = int(d.get_tag_item("BLOCK_OFFSET_1_0", "TIFF", bidx=1))
+        size = int(d.get_tag_item("BLOCK_SIZE_1_0", "TIFF", bidx=1))
+    with open(dst, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * size)
+    return dst
+
+
 def test_failed_run_keeps_the_manifest_and_records_elsewhere(tmp_path, capfd):
-    """A run that fails after it started (a damaged input at the same output) keeps the good
-    output's manifest; the failure goes to NAME.failed.json, which the next good run removes."""
+    """A run that fails after it started (an input whose tiles are damaged, at the same output)
+    keeps the good output's manifest; the failure goes to NAME.failed.json, which the next good
+    run removes."""
     out_dir = tmp_path / "out"
     final = out_dir / "classes.tif"
     cfg = write_config(tmp_path / "job.yaml", input=str(data_path(RGBN)), output={"path": str(final)})
     assert run_cli(capfd, "run", cfg, "-q")[0] == 0
     before = checksums(out_dir)
-    code, err, _ = run_cli(capfd, "run", cfg, "-q", "--set", f"input={data_path('corrupt.tif')}")
-    assert code == 1 and len(err) == 1 and "corrupt.tif" in err[0], err
+    bad = damaged_tiles(data_path(RGBN), tmp_path / "damaged.tif")
+    code, err, _ = run_cli(capfd, "run", cfg, "-q", "--set", f"input={bad}")
+    assert code == 1 and len(err) == 1 and "damaged.tif" in err[0], err
     after = checksums(out_dir)
     record = json.loads((out_dir / "classes.failed.json").read_text())
-    assert record["status"] == "failed" and "corrupt.tif" in record["error"]
+    assert record["status"] == "failed" and "damaged.tif" in record["error"]
     after.pop("classes.failed.json")
     assert after == before and not partials(out_dir)
     code, err, out = run_cli(capfd, "run", cfg, "-q")
@@ -303,7 +323,7 @@ def test_zarr_commit_never_leaves_the_final_path_empty(tmp_path):
     t.start()
     try:
         for i in range(200):
-            new = partial_path(final)
+            new = partial_path(final, make=None)
             new.mkdir()
             (new / "zarr.json").write_text(str(i + 1))
             commit(new, final)
@@ -325,9 +345,9 @@ def test_zarr_store_moved_aside_by_a_killed_swap_is_restored(tmp_path, capfd):
     cfg = write_config(tmp_path / "job.yaml", input=str(data_path(RGBN)), output={"path": str(final)})
     assert run_cli(capfd, "run", cfg, "-q")[0] == 0
     before = checksums(out_dir)
-    new = partial_path(final)
+    new = partial_path(final, make=None)
     shutil.copytree(final, new)
-    os.replace(final, partial_path(final, ".old"))  # the first rename of the swap, then the kill
+    os.replace(final, partial_path(final, ".old", make=None))  # the first rename of the swap, then the kill
     assert not final.exists()
 
     code, err, out = run_cli(capfd, "run", cfg, "-v")

@@ -280,6 +280,10 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         stopped = interrupt.received()
         if stopped is not None:  # a signal cut into a library, which then failed: the signal it is
             raise interrupt.Interrupted(stopped) from None
+        if before is not None and identity(job.config.input) != before:
+            # replaced or rewritten while it was read: whatever the read made of it (a truncated
+            # file reads as damaged), this is the error
+            e = input_changed(job.config.input)
         _failed(job, e)
     finally:
         staging.discard()

@@ -342,7 +342,7 @@ class GdalFailures(logging.Handler):
 
 def _disk_full(folder: Path, need: int) -> OSError | None:
     """The error reserving ``need`` bytes in ``folder`` gives (``No space left on device``), if any."""
-    probe = partial_path(folder / "space", ".probe")
+    probe = partial_path(folder / "space", ".probe", make=None)
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
