@@ -140,6 +140,8 @@ class PauseWatch:
         elif now - self._since > self.timeout:
             w = max(paused, key=lambda w: w.get("metrics", {}).get("memory", 0))
             used, limit = w.get("metrics", {}).get("memory", 0), w.get("memory_limit", 0)
-            minimum = max(self.minimum, minimum_limit(used, 0, self.pause) + 10)
+            # it paused at this limit: more than the limit, and more than the estimate
+            minimum = max(self.minimum, minimum_limit(used, 0, self.pause) + 10,
+                          int(math.ceil(limit * 1.25 / MiB / 10) * 10))
             raise ConfigError(_message(minimum, f"a worker paused at {used // MiB} MiB of its "
                                                 f"{limit // MiB} MiB limit and cannot go on"))
