@@ -132,8 +132,8 @@ class _Tracker:
         from distributed.diagnostics.progressbar import ProgressBar
 
         tracker = self
-        self.client = client
-        self.done = 0
+        self.client, self.futures = client, futures
+        self._done, self._finished = 0, False
         self.pbar = None
         if file is not None:
             from tqdm import tqdm
@@ -141,14 +141,22 @@ class _Tracker:
             self.pbar = tqdm(desc=label, total=None, file=file, unit="task", leave=True)
 
         class Feed(ProgressBar):
-            def _draw_bar(self, remaining, all, **kwargs):
-                tracker._update(all - remaining, all)
+            def _draw_bar(self, remaining, all, status=None, **kwargs):
+                tracker._update(all - remaining, all, status in ("finished", "error"))
 
         self.feed = Feed(futures, scheduler=client.scheduler.address, interval="100ms")
         self.listening = asyncio.run_coroutine_threadsafe(self.feed.listen(), client.loop.asyncio_loop)
 
-    def _update(self, done: int, total: int) -> None:
-        self.done = done
+    @property
+    def done(self) -> int:
+        """Tasks finished so far; the finished results when the scheduler refuses the feed
+        (``distributed.scheduler.pickle: false``)."""
+        if self.listening.done() and not self._finished:  # the feed stopped without the end
+            return sum(f.done() for f in self.futures)
+        return self._done
+
+    def _update(self, done: int, total: int, finished: bool) -> None:
+        self._done, self._finished = done, finished
         if self.pbar is not None:
             self.pbar.total = total
             self.pbar.n = done
