@@ -179,9 +179,11 @@ class Cluster:
 
 
 @contextmanager
-def dask_cluster(folder: Path, n_workers: int = 2, nanny: bool = False, timeout: float = 90) -> Iterator[Cluster]:
+def dask_cluster(folder: Path, n_workers: int = 2, nanny: bool = False, timeout: float = 90,
+                 worker_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
     """A real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1; all are
-    killed (by pid) on exit. Each worker listens on a known port so a test can kill a given one."""
+    killed (by pid) on exit. Each worker listens on a known port so a test can kill a given one;
+    ``worker_args`` are added to every ``dask worker`` command (e.g. ``--memory-limit``)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://{LOCALHOST}:{port}"
@@ -204,7 +206,7 @@ def dask_cluster(folder: Path, n_workers: int = 2, nanny: bool = False, timeout:
             cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address,
                    "--host", LOCALHOST, "--worker-port", str(wport), "--nthreads", "1", "--nworkers", "1",
                    "--dashboard-address", f"{LOCALHOST}:0", "--local-directory", str(folder / f"w{i}"),
-                   "--name", f"w{i}"]
+                   "--name", f"w{i}", *worker_args]
             if nanny:
                 cmd += ["--nanny", "--nanny-port", str(free_port())]
             else:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import dask
+import numpy as np
 import rasterio
 from dask.system import CPU_COUNT
 try:
@@ -24,6 +25,8 @@ except ImportError:  # older dask: the tasks need no contextvars here
 from dask.threaded import get as threaded_get
 
 from .config import Dask
+from .memory import check_workers, task_need
+from .progress import distributed_get
 from ..errors import ConfigError
 from ..scene import is_url
 
@@ -86,9 +89,14 @@ def _set_environ(env: dict) -> None:
 
 
 @contextmanager
-def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None]:
+def scheduler(cfg: Dask, gdal_env: dict | None = None, need_of=None) -> Iterator[object | None]:
     """Make ``cfg.scheduler`` the default for every ``dask.compute`` inside; yields the
-    distributed Client, if any."""
+    distributed Client, if any.
+
+    On a distributed scheduler every compute shows the progress bars and stops when a worker
+    stays paused (:func:`pipeline.jobs.progress.distributed_get`); with ``need_of``
+    (``need_of(threads) -> bytes``, see :func:`pipeline.jobs.memory.task_need`) workers whose
+    memory limit cannot hold the run refuse it first (:class:`ConfigError`)."""
     if cfg.scheduler in LOCAL_SCHEDULERS:
         # the scheduler function itself: a name makes dask import distributed to look for a
         # Client (about 0.25 s per run)
@@ -118,8 +126,9 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
                 memory_limit=cfg.memory_limit, processes=True, dashboard_address=cfg.dashboard_address,
             )
         with cluster, Client(cluster) as client:
-            log.info("dask LocalCluster with %d workers; dashboard: %s", len(cluster.workers), client.dashboard_link)
-            yield client
+            log.info("dask LocalCluster with %d workers; dashboard: %s", len(cluster.workers), dashboard(client))
+            with _distributed(client, need_of):
+                yield client
         return
     try:
         client = Client(cfg.scheduler, timeout=cfg.connect_timeout)
@@ -129,8 +138,35 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None) -> Iterator[object | None
         if gdal_env:  # the run's GDAL settings on every worker (read by GDAL at first use)
             client.run(_set_environ, {k: str(v) for k, v in gdal_env.items()})
         workers = len(client.scheduler_info().get("workers", {}))
-        log.info("dask cluster %s with %d workers; dashboard: %s", cfg.scheduler, workers, client.dashboard_link)
-        yield client
+        log.info("dask cluster %s with %d workers; dashboard: %s", cfg.scheduler, workers, dashboard(client))
+        with _distributed(client, need_of):
+            yield client
+
+
+@contextmanager
+def _distributed(client, need_of) -> Iterator[None]:
+    """Every compute inside through :func:`distributed_get` on ``client``, after the memory check."""
+    watch = check_workers(client, need_of) if need_of is not None else None
+    with dask.config.set(scheduler=distributed_get(client, watch)):
+        yield
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard(client) -> str:
+    """The dashboard link, or what to install when the scheduler has no bokeh (its page would
+    only say that dask needs bokeh)."""
+    try:
+        ok = client.run_on_scheduler(_has_bokeh)
+    except Exception:  # a scheduler that refuses to run functions: assume it serves the page
+        ok = True
+    if not ok:
+        return 'not available (the scheduler needs bokeh: pip install "sceneclass[cluster]")'
+    return client.dashboard_link
 
 
 def gdal_env(cfg) -> dict:
@@ -148,8 +184,24 @@ def gdal_env(cfg) -> dict:
 def runtime(cfg) -> Iterator[None]:
     """GDAL settings and the dask scheduler for the whole run."""
     env = gdal_env(cfg)
-    with rasterio.Env(**env), environ(env), scheduler(cfg.dask, env):
+    with rasterio.Env(**env), environ(env), scheduler(cfg.dask, env, _need_of(cfg)):
         yield
+
+
+def _need_of(cfg):
+    """``threads -> bytes`` a worker needs for ``cfg``'s passes (:func:`task_need`), from the
+    input's header; the largest pixel type when the header cannot be read (the run then fails
+    on it with its own message)."""
+    itemsize, pixels = 8, cfg.processing.chunk ** 2
+    if cfg.input is not None:
+        try:
+            with rasterio.open(cfg.input) as src:
+                itemsize = np.dtype(src.dtypes[(cfg.band or 1) - 1]).itemsize
+                pixels = src.width * src.height
+        except Exception:
+            pass
+    chunk, cache = cfg.processing.chunk, cfg.processing.gdal_cache_mb
+    return lambda threads: task_need(chunk, itemsize, threads, cache, pixels * itemsize)
 
 
 @contextmanager
