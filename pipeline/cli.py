@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                "Generate a synthetic Landsat-like uint16 scene (once) and classify it into 20 equal-interval\n"
                "classes coloured with viridis, as a paletted COG with a legend.")
     demo.add_argument("--out", default="sceneclass-demo", help="folder for the scene and outputs (default sceneclass-demo)")
-    demo.add_argument("--size", default="1x", help="scene size: 1x (7811 x 7931), 4x, 16x or HxW")
+    demo.add_argument("--size", default="1x", help="scene size: 1x (7931 x 7811 pixels, a Landsat band), 4x, 16x, 0.25x or HxW")
     demo.add_argument("--seed", type=int, default=0,
                       help="random seed of the generated scene (same seed, same scene; default 0)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",

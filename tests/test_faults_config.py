@@ -462,6 +462,8 @@ VALIDATE_CASES = [
     ({"input": "missing.tif"}, 1, "missing.tif: input file not found"),
     ({"palette": {"colors": ["#000000", "#zzzzzz"], "interpolate": True}}, 2, "palette.colors.1: '#zzzzzz'"),
     ({"palette": {"name": "no-such-colormap"}}, 2, "palette.name: unknown colormap"),
+    ({"scale": 0}, 2, "scale: "),
+    ({"scale": -0.5}, 2, "scale: "),
     ({"outputs": {"quicklook": True}, "output": {"path": "out/scene.quicklook.tif"}}, 0, None),
 ]
 
@@ -500,6 +502,25 @@ def test_validate_and_run_refuse_on_the_command_line(tmp_path, u16, case):
         if cmd == "validate" or case:  # (a run opens the input itself, once it holds the folder's lock)
             assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml", "scene.tif"], list(tmp_path.iterdir())
     nothing_written(tmp_path / "out" / "c.tif")
+
+
+def test_validate_finds_a_mask_on_another_grid_and_a_file_in_the_way(tmp_path, u16):
+    """What run refuses from headers alone, validate refuses too: a QA mask raster on another
+    grid (exit 2, naming both files) and an output folder that a file stands in (exit 4)."""
+    qa = write_tif(tmp_path / "qa.tif", np.zeros((10, 10), np.uint16))
+    data = job(u16, tmp_path / "out" / "c.tif")
+    data["mask"] = {"path": str(qa), "bits": [3]}
+    path = cfg_file(tmp_path, data)
+    for cmd in ("validate", "run"):
+        line = one_line(sceneclass(cmd, "-q", path, cwd=tmp_path), 2)
+        assert "mask" in line and "qa.tif" in line and "scene.tif" in line, line
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    data = job(u16, tmp_path / "blocked" / "sub" / "c.tif")
+    path = cfg_file(tmp_path, data)
+    for cmd in ("validate", "run"):
+        line = one_line(sceneclass(cmd, "-q", path, cwd=tmp_path), 4)
+        assert "blocked" in line, line
+    assert (tmp_path / "blocked").read_text() == "a file, not a folder"
 
 
 def test_validate_prints_the_resolved_config(tmp_path, u16):

@@ -18,7 +18,7 @@ from .atomic import Staging, current_staging, output_errors, partial_path
 from .._engine.decoded import DecodedChunks, keep_place
 from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from_hist, fit
 from .config import RunConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OutputError
 from .checksum import identity
 from ..scene import Scene, is_url, open_scene, raster_errors
 from ..palette import build_palette, check_palette, check_table_alpha
@@ -75,7 +75,40 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
         check_table_alpha(cfg.palette)
     check_extras(cfg)
     if header:
-        open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize)
+        open_input(cfg)
+        folder_in_the_way(final.parent)
+
+
+def open_input(cfg: RunConfig) -> Scene:
+    """Open the job's input band lazily with every pixel setting of the config (nodata, valid
+    range, GDAL mask, QA mask raster, scale/offset, units); reads headers only.
+
+    Raises
+    ------
+    ConfigError, InputError
+        A missing band, a mask raster on another grid, a scale that is not positive, a file
+        that cannot be read (naming the key or the file).
+    """
+    return open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
+                      valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
+                      mask=cfg.mask.to_mask() if cfg.mask is not None else None,
+                      scale=cfg.scale, offset=cfg.offset, units=cfg.units)
+
+
+def folder_in_the_way(folder: Path) -> None:
+    """Refuse an output folder that cannot be made because a file stands at it or above it
+    (what ``run`` finds when it creates the folder), without creating anything.
+
+    Raises
+    ------
+    OutputError
+        Naming the file in the way (exit code 4).
+    """
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise OutputError(f"{folder}: cannot use the output folder: a file is in the way ({part})")
+            return
 
 
 def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final: Path,
@@ -156,10 +189,7 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
     preflight(cfg)
     env = gdal_env(cfg)
     with rasterio.Env(**env), environ(env):  # the run's GDAL settings; no scheduler is needed yet
-        scene = open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
-                           valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
-                           mask=cfg.mask.to_mask() if cfg.mask is not None else None,
-                           scale=cfg.scale, offset=cfg.offset, units=cfg.units)
+        scene = open_input(cfg)
     return final, scene
 
 
@@ -236,7 +266,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
             with raster_errors(scene.path):
                 with phase("statistics"):
                     fitted = fit(scene, cfg.classes, keep)
-                log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6))
+                log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
                 validity_warnings(scene, fitted.stats, cfg)
                 labels = cfg.classes.labels
                 if labels is not None and len(labels) != fitted.n_classes:
