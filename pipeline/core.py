@@ -7,7 +7,7 @@ build graphs (map_blocks over the pure numpy kernels in :mod:`pipeline.kernels`)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask
 import dask.array as da
@@ -17,18 +17,20 @@ from . import kernels
 from .scene import Scene
 from .schemes import class_edges, needs_distribution
 from ._engine.decoded import DecodedChunks
-from .stats import Stats, reduce_blocks, from_key, stats_from_results, stats_graph
+from .stats import Passes, Stats, reduce_blocks, from_key, stats_from_results, stats_graph
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 
 @dataclass(frozen=True)
 class Fit:
-    """The fitted classification: edges plus the statistics they came from."""
+    """The fitted classification: edges plus the statistics they came from, and the extra
+    passes the edges took (their kept results, e.g. a fine histogram, reusable by later products)."""
 
     scheme: str
     edges: np.ndarray
     stats: Stats
+    passes: Passes | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_classes(self) -> int:
@@ -52,10 +54,12 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None) -> Fit:
         log.info("kept %d MiB of decoded chunks in %s (%d of %d chunks hold one value and were not stored)",
                  keep.kept_bytes() >> 20, "memory" if keep.memory else keep.path,
                  int((keep.layout[..., 0] == 0).sum()), keep.layout[..., 0].size)
-    stats = stats_from_results(keep.reader() if keep is not None else scene, res)
+    source = keep.reader() if keep is not None else scene
+    stats = stats_from_results(source, res)
     if stats.count == 0:
         log.warning("%s band %d has no valid pixels: the output is all nodata", scene.path, scene.band)
-    return Fit(classes_cfg.scheme, class_edges(classes_cfg, stats), stats)
+    passes = Passes(stats, source)
+    return Fit(classes_cfg.scheme, class_edges(classes_cfg, stats, passes), stats, passes)
 
 
 def _lut_arg(table: np.ndarray):

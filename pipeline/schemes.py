@@ -15,11 +15,12 @@ import numpy as np
 from .jobs.config import BoxPlot, EqualInterval, HeadTailBreaks, Manual, NaturalBreaks, Percentiles, Quantile, StdMean
 from .errors import ClassificationError
 from .jenks import fisher_jenks
-from .stats import Stats
+from .stats import Passes, Stats
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
-SchemeFn = Callable[[object, Stats], np.ndarray]
+#: a scheme: (its config, the statistics, the extra passes over the same scene) -> N+1 edges
+SchemeFn = Callable[[object, Stats, Passes], np.ndarray]
 SCHEMES: dict[str, SchemeFn] = {}
 #: schemes that need the value distribution (not just min/max) from the statistics pass
 NEEDS_DISTRIBUTION: set[str] = set()
@@ -36,7 +37,7 @@ def register(name: str, *, distribution: bool = False) -> Callable[[SchemeFn], S
 
 
 @register("equal_interval")
-def equal_interval(cfg: EqualInterval, stats: Stats) -> np.ndarray:
+def equal_interval(cfg: EqualInterval, stats: Stats, passes: Passes) -> np.ndarray:
     """numpy.histogram's edges: linspace(min, max, N+1) in numpy's bin dtype (bit for bit)."""
     if stats.count == 0:
         return np.histogram_bin_edges(np.empty(0, stats.dtype), bins=cfg.count)
@@ -61,7 +62,7 @@ def equal_interval(cfg: EqualInterval, stats: Stats) -> np.ndarray:
 
 
 @register("manual")
-def manual(cfg: Manual, stats: Stats) -> np.ndarray:
+def manual(cfg: Manual, stats: Stats, passes: Passes) -> np.ndarray:
     return np.asarray(cfg.breaks, dtype=np.float64)
 
 
@@ -76,7 +77,7 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantiles_exact(stats: Stats, q: np.ndarray) -> np.ndarray:
+def quantiles_exact(stats: Stats, passes: Passes, q: np.ndarray) -> np.ndarray:
     """``numpy.quantile(valid_pixels, q)`` (linear method) from exact order statistics."""
     n = stats.count
     virtual = (n - 1) * np.asarray(q, dtype=np.float64)
@@ -88,17 +89,17 @@ def quantiles_exact(stats: Stats, q: np.ndarray) -> np.ndarray:
     gamma = virtual - np.where(above, -1, prev)
     nxt = np.minimum(nxt, n - 1)
     ranks = np.concatenate([prev, nxt]).astype(np.int64)
-    values = stats.order_stats(ranks)
+    values = passes.order_stats(ranks)
     a, b = values[: len(q)], values[len(q):]
     return _lerp(a, b, gamma)
 
 
 @register("quantile", distribution=True)
-def quantile(cfg: Quantile, stats: Stats) -> np.ndarray:
+def quantile(cfg: Quantile, stats: Stats, passes: Passes) -> np.ndarray:
     """Equal-count classes: edges are numpy.quantile(valid, linspace(0, 1, N+1))."""
     if stats.count == 0:
         return np.histogram_bin_edges(np.empty(0, stats.dtype), bins=cfg.count)
-    return quantiles_exact(stats, np.linspace(0, 1, cfg.count + 1))
+    return quantiles_exact(stats, passes, np.linspace(0, 1, cfg.count + 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def _pad(edges: list[float], n: int) -> np.ndarray:
 
 
 @register("natural_breaks")
-def natural_breaks(cfg: NaturalBreaks, stats: Stats) -> np.ndarray:
+def natural_breaks(cfg: NaturalBreaks, stats: Stats, passes: Passes) -> np.ndarray:
     """Fisher-Jenks optimal breaks (least weighted within-class sum of squares).
 
     8/16-bit data: exact, on the histogram's distinct values weighted by their counts (no read
@@ -135,7 +136,7 @@ def natural_breaks(cfg: NaturalBreaks, stats: Stats) -> np.ndarray:
         values, counts = stats.hist_values()
         x = lower = values.astype(np.float64)
     else:
-        bin_edges, counts, sums = stats.binned(cfg.float_bins)
+        bin_edges, counts, sums = passes.binned(cfg.float_bins)
         keep = counts > 0
         counts = counts[keep]
         x = sums[keep] / counts
@@ -149,7 +150,7 @@ def natural_breaks(cfg: NaturalBreaks, stats: Stats) -> np.ndarray:
 
 
 @register("std_mean")
-def std_mean(cfg: StdMean, stats: Stats) -> np.ndarray:
+def std_mean(cfg: StdMean, stats: Stats, passes: Passes) -> np.ndarray:
     """Edges ``mean + w * std`` (std with ddof=1, as mapclassify.StdMean) for each multiple w.
 
     Edges: [min(vmin, c_0), c_0, ..., c_{q-1}, max(vmax, c_{q-1})] -- mapclassify's bounds are the
@@ -160,7 +161,7 @@ def std_mean(cfg: StdMean, stats: Stats) -> np.ndarray:
     """
     if stats.count == 0:
         return _no_pixels(stats, cfg.n_classes)
-    n, mean, m2 = stats.moments()
+    n, mean, m2 = passes.moments()
     std = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
     cuts = [mean + std * w for w in cfg.multiples]
     return np.array([min(float(stats.vmin), cuts[0]), *cuts, max(float(stats.vmax), cuts[-1])])
@@ -194,7 +195,7 @@ TAIL_GATHER = 1 << 22
 
 
 @register("head_tail_breaks")
-def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
+def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats, passes: Passes) -> np.ndarray:
     """Head/tail breaks: the means m_1 < m_2 < ... of ever smaller heads, as mapclassify.HeadTailBreaks.
 
     mapclassify's bounds are [m_1, ..., m_K] with m_K the maximum (the mean of the last, single
@@ -222,7 +223,7 @@ def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
         n, total, lo_v, hi_v = stats.count, None, float(stats.vmin), float(stats.vmax)
         while n > TAIL_GATHER:
             if total is None:
-                n, total, lo_v, hi_v = stats.tail(threshold)
+                n, total, lo_v, hi_v = passes.tail(threshold)
             mean = total / n
             if not math.isfinite(mean):
                 raise ClassificationError(
@@ -235,9 +236,9 @@ def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
                 capped = lo_v != hi_v
                 break
             threshold = mean
-            n, total, lo_v, hi_v = stats.tail(threshold)
+            n, total, lo_v, hi_v = passes.tail(threshold)
         else:
-            v = np.sort(stats.tail_values(None if threshold == -np.inf else threshold))
+            v = np.sort(passes.tail_values(None if threshold == -np.inf else threshold))
             x, first = np.unique(v, return_index=True)
             more, capped = _head_tail_levels(x, lambda i: float(v[first[i]:].sum()) / (len(v) - first[i]),
                                              cap - len(cuts))
@@ -248,7 +249,7 @@ def head_tail_breaks(cfg: HeadTailBreaks, stats: Stats) -> np.ndarray:
 
 
 @register("percentiles", distribution=True)
-def percentiles(cfg: Percentiles, stats: Stats) -> np.ndarray:
+def percentiles(cfg: Percentiles, stats: Stats, passes: Passes) -> np.ndarray:
     """Classes ending at the percentiles ``pct`` (the last 100), as mapclassify.Percentiles.
 
     mapclassify's bounds [P(p_1), ..., P(p_K) = max] become the edges [vmin, P(p_1), ...,
@@ -257,12 +258,12 @@ def percentiles(cfg: Percentiles, stats: Stats) -> np.ndarray:
     """
     if stats.count == 0:
         return _no_pixels(stats, cfg.n_classes)
-    inner = quantiles_exact(stats, np.asarray(cfg.pct[:-1], dtype=np.float64) / 100)
+    inner = quantiles_exact(stats, passes, np.asarray(cfg.pct[:-1], dtype=np.float64) / 100)
     return np.array([float(stats.vmin), *(float(v) for v in inner), float(stats.vmax)])
 
 
 @register("box_plot", distribution=True)
-def box_plot(cfg: BoxPlot, stats: Stats) -> np.ndarray:
+def box_plot(cfg: BoxPlot, stats: Stats, passes: Passes) -> np.ndarray:
     """Six classes: low outliers, q1..q4 ranges inside the fences, high outliers (mapclassify.BoxPlot).
 
     With quartiles q1, q2, q3 (numpy.quantile, linear, exact order statistics), IQR = q3 - q1 and
@@ -272,7 +273,7 @@ def box_plot(cfg: BoxPlot, stats: Stats) -> np.ndarray:
     """
     if stats.count == 0:
         return _no_pixels(stats, 6)
-    q1, q2, q3 = (float(v) for v in quantiles_exact(stats, np.array([0.25, 0.5, 0.75])))
+    q1, q2, q3 = (float(v) for v in quantiles_exact(stats, passes, np.array([0.25, 0.5, 0.75])))
     pivot = cfg.hinge * (q3 - q1)
     lf, rf = q1 - pivot, q3 + pivot
     return np.array([min(float(stats.vmin), lf), lf, q1, q2, q3, rf, max(float(stats.vmax), rf)])
@@ -311,15 +312,36 @@ def check_edges(cfg, edges: np.ndarray) -> None:
             "classify it with equal_interval, quantile or manual breaks, or mask the extreme values")
 
 
-def class_edges(cfg, stats: Stats) -> np.ndarray:
-    """The N+1 edges for the config's scheme; warns when classes collapse (repeated edges)."""
+def class_edges(cfg, stats: Stats, passes: Passes) -> np.ndarray:
+    """The N+1 edges for the config's scheme; warns when classes collapse (repeated edges).
+
+    Parameters
+    ----------
+    cfg : pipeline.jobs.config scheme model
+        The ``classes:`` settings (``scheme`` names the function in :data:`SCHEMES`).
+    stats : Stats
+        The statistics pass's result.
+    passes : Passes
+        Extra passes over the scene ``stats`` came from (schemes that need more than the
+        statistics pass: float quantiles, moments, fine histograms, head/tail levels).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (N+1,), the class edges.
+
+    Raises
+    ------
+    ClassificationError
+        When the data's range or the scheme's arithmetic overflows float64.
+    """
     if stats.count and cfg.scheme in ARITHMETIC and not math.isfinite(float(stats.vmax) - float(stats.vmin)):
         raise ClassificationError(
             f"classes.scheme: {cfg.scheme} cannot classify this data: its values span {float(stats.vmin)!r} to "
             f"{float(stats.vmax)!r}, a range float64 arithmetic overflows on; use equal_interval, quantile, "
             "percentiles or manual breaks (or declare the extreme values nodata)")
     with np.errstate(over="ignore", invalid="ignore"):  # overflowing edges are refused just below
-        edges = SCHEMES[cfg.scheme](cfg, stats)
+        edges = SCHEMES[cfg.scheme](cfg, stats, passes)
     check_edges(cfg, edges)
     repeated = int(np.count_nonzero(edges[1:] == edges[:-1]))
     if repeated:

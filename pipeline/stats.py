@@ -171,15 +171,15 @@ def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | Non
 
 
 # ------------------------------------------------------------------- the result
-@dataclass
+@dataclass(frozen=True)
 class Stats:
-    """Global statistics of a scene's valid pixels, in physical values.
+    """Global statistics of a scene's valid pixels, in physical values (a plain result).
 
     ``dtype`` is the physical values' dtype (the file's, or float64 when scaled); ``hist`` is
     indexed by the order-preserving key of the raw values (``raw_dtype``), valid pixels only.
     ``removed`` holds the pixels each validity source removed: ``nodata_values`` ({raw value:
     pixels}), ``nonfinite`` (NaN, infinities), ``valid_range`` and ``masked`` (each pixel counted
-    once, in that order).
+    once, in that order). Anything that needs another pass over the pixels is in :class:`Passes`.
     """
 
     dtype: np.dtype
@@ -188,9 +188,6 @@ class Stats:
     vmax: np.generic | None
     hist: np.ndarray | None = None  # exact counts by raw key (8/16-bit integers only)
     top_hist: np.ndarray | None = None  # counts of the top 16 key bits (other dtypes)
-    scene: Scene | None = field(default=None, repr=False)
-    extra_passes: int = 0
-    cache: dict = field(default_factory=dict, repr=False)  # results of extra passes (moments, bins)
     raw_dtype: np.dtype | None = None  # the file's dtype (the histogram's keys); None: ``dtype``
     rule: ValueRule = field(default_factory=ValueRule)
     removed: dict = field(default_factory=dict)
@@ -216,108 +213,197 @@ class Stats:
             return phys, counts
         return uniq, np.bincount(inv, counts, uniq.size).astype(np.int64)  # raw values rounding together
 
+
+# ------------------------------------------------- extra passes (they read the scene again)
+def refine_passes(stats: Stats) -> int:
+    """Extra passes :func:`order_stats` makes: 0 from an exact histogram, else one per 16 key
+    bits below the top 16 (float32/int32: 1, float64: 3)."""
+    if stats.hist is not None:
+        return 0
+    return np.dtype(_KEY_DTYPES[stats.dtype.name]).itemsize * 8 // DIGIT - 1
+
+
+def order_stats(stats: Stats, scene: Scene, ranks: np.ndarray) -> np.ndarray:
+    """The physical values at 0-based ``ranks`` of the sorted valid pixels, exactly.
+
+    Parameters
+    ----------
+    stats : Stats
+        The statistics of ``scene`` (with ``top_hist`` unless they hold an exact histogram).
+    scene : Scene
+        The scene the statistics came from; read again (:func:`refine_passes` times) for dtypes
+        without an exact histogram.
+    ranks : numpy.ndarray
+        int64 ranks, each in [0, stats.count).
+
+    Returns
+    -------
+    numpy.ndarray
+        The values, same shape as ``ranks``, in ``stats.dtype`` (float64 when scaled).
+    """
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if stats.hist is not None:
+        keys = np.searchsorted(np.cumsum(stats.hist), ranks, side="right")
+        return stats.rule.physical(from_key(keys, stats.raw_dtype or stats.dtype))
+    return _refine(stats, scene, ranks)
+
+
+def _refine(stats: Stats, scene: Scene, ranks: np.ndarray) -> np.ndarray:
+    """Radix-select on the key, 16 bits per pass over the scene."""
+    if stats.top_hist is None:
+        raise RuntimeError("order statistics need stats computed with distribution=True")
+    bits = np.dtype(_KEY_DTYPES[stats.dtype.name]).itemsize * 8
+    cum = np.cumsum(stats.top_hist)
+    digit = np.searchsorted(cum, ranks, side="right")
+    rank_in = ranks - (cum[digit] - stats.top_hist[digit])
+    prefix = digit.astype(np.uint64)
+    done = DIGIT
+    while done < bits:
+        shift = bits - done - DIGIT
+        uniq, inv = np.unique(prefix, return_inverse=True)
+        kdt = _KEY_DTYPES[stats.dtype.name]
+        hist = _compute_key_hist(scene, uniq.astype(kdt), shift)
+        rows = hist.reshape(uniq.size, RADIX)[inv]
+        cum = np.cumsum(rows, axis=1)
+        digit = (cum <= rank_in[:, None]).sum(axis=1)
+        before = np.where(digit > 0, cum[np.arange(len(digit)), np.maximum(digit - 1, 0)], 0)
+        rank_in = rank_in - before
+        prefix = (prefix << np.uint64(DIGIT)) | digit.astype(np.uint64)
+        done += DIGIT
+    return from_key(prefix, stats.dtype)
+
+
+def moments(stats: Stats, scene: Scene) -> tuple[int, float, float]:
+    """(count, mean, sum of squared deviations from the mean) of the valid pixels.
+
+    8/16-bit data: from the exact histogram with exact integer sums (mean and the sum of
+    squares are correctly rounded), no read. Other dtypes: one extra pass over ``scene``
+    (per-block count, float64 sum and centred sum of squares, merged with Chan et al.'s
+    pairwise formula).
+    """
+    if stats.hist is not None:
+        values, counts = stats.hist_raw_values()
+        xs = [int(v) for v in values]
+        cs = [int(c) for c in counts]
+        n = sum(cs)
+        s1 = sum(c * x for c, x in zip(cs, xs))
+        s2 = sum(c * x * x for c, x in zip(cs, xs))
+        res = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
+        if stats.scaled and n:  # of raw * scale + offset, from the exact raw sums
+            res = (n, res[1] * stats.rule.scale + stats.rule.offset, res[2] * stats.rule.scale ** 2)
+        return res
+    x, nodata = scene.values()
+    parts = reduce_blocks(x, block_moments, 3, np.float64, nodata=nodata)
+    log.info("moments: one more pass over %s", scene.path)
+    (rows,) = dask.compute(parts.reshape(-1, 3))
+    return merge_moments(rows)
+
+
+def binned(stats: Stats, scene: Scene, bins: int = RADIX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edges, counts, sums): a ``bins``-bin histogram of the valid pixels over [min, max]
+    (``numpy.histogram`` bins: edges ``linspace(min, max, bins + 1)`` in float64, left-closed,
+    the last closed) with the sum of the values in each bin. 8/16-bit data: from the exact
+    histogram; other dtypes: one extra pass over ``scene`` (none without valid pixels)."""
+    if stats.count == 0:
+        edges = np.histogram_bin_edges(np.empty(0), bins=bins)
+        return edges, np.zeros(bins, np.int64), np.zeros(bins)
+    edges = np.linspace(float(stats.vmin), float(stats.vmax), bins + 1)
+    if stats.hist is not None:  # 8/16-bit: from the exact histogram, no read
+        values, counts = stats.hist_values()
+        idx = bin_index(values.astype(np.float64), edges)
+        res = np.concatenate([np.bincount(idx, counts, bins),
+                              np.bincount(idx, counts * values.astype(np.float64), bins)])
+    else:
+        x, nodata = scene.values()
+        parts = reduce_blocks(x, block_binned, 2 * bins, np.float64, nodata=nodata, edges=edges)
+        log.info("%d-bin histogram: one more pass over %s", bins, scene.path)
+        (res,) = dask.compute(parts.sum(axis=(0, 1)))
+    return edges, res[:bins].astype(np.int64), res[bins:]
+
+
+def tail(stats: Stats, scene: Scene, threshold: float) -> tuple[int, float, float, float]:
+    """(count, float64 sum, min, max) of the valid pixels ``> threshold``: one extra pass over ``scene``."""
+    x, nodata = scene.values()
+    parts = reduce_blocks(x, block_tail, 4, np.float64, nodata=nodata, threshold=threshold)
+    (rows,) = dask.compute(parts.reshape(-1, 4))
+    n = int(rows[:, 0].sum())
+    return n, float(rows[:, 1].sum()), float(rows[:, 2].min()), float(rows[:, 3].max())
+
+
+def tail_values(stats: Stats, scene: Scene, threshold: float | None) -> np.ndarray:
+    """The valid pixels ``> threshold`` (all of them for None), as float64: one extra pass over ``scene``."""
+    x, nodata = scene.values()
+    blocks = x.to_delayed().ravel()
+    parts = dask.compute(*[dask.delayed(_tail_values)(b, nodata, threshold) for b in blocks])
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+class Passes:
+    """The extra passes of one fit over one scene, with the results reused within it.
+
+    ``moments`` and ``binned`` results are kept (a scheme and a later histogram plot share
+    them); ``extra_passes`` counts the passes made over the pixels. :meth:`reading` gives
+    the same kept results with another scene to read (the input, once a decoded-chunk store
+    the fit read is gone).
+
+    Parameters
+    ----------
+    stats : Stats
+        The statistics pass's result.
+    scene : Scene
+        The scene those statistics came from (the pixels every extra pass reads).
+    """
+
+    def __init__(self, stats: Stats, scene: Scene, *, _kept: dict | None = None):
+        self.stats = stats
+        self.scene = scene
+        self.extra_passes = 0
+        self._kept = {} if _kept is None else _kept
+
+    def reading(self, scene: Scene) -> "Passes":
+        """Passes over ``scene`` (the same pixels) that share this object's kept results."""
+        return Passes(self.stats, scene, _kept=self._kept)
+
+    def kept(self) -> tuple:
+        """The keys of the results kept so far: ``"moments"``, ``("binned", bins)``."""
+        return tuple(self._kept)
+
     def order_stats(self, ranks: np.ndarray) -> np.ndarray:
-        """The physical values at 0-based ``ranks`` of the sorted valid pixels, exactly."""
-        ranks = np.asarray(ranks, dtype=np.int64)
-        if self.hist is not None:
-            keys = np.searchsorted(np.cumsum(self.hist), ranks, side="right")
-            return self.rule.physical(from_key(keys, self.raw_dtype or self.dtype))
-        return self._refine(ranks)
+        """:func:`order_stats` (not kept: each call its own passes)."""
+        values = order_stats(self.stats, self.scene, ranks)
+        self.extra_passes += refine_passes(self.stats)
+        return values
 
-    def _refine(self, ranks: np.ndarray) -> np.ndarray:
-        """Radix-select on the key, 16 bits per pass over the scene."""
-        if self.top_hist is None:
-            raise RuntimeError("order statistics need stats computed with distribution=True")
-        bits = np.dtype(_KEY_DTYPES[self.dtype.name]).itemsize * 8
-        cum = np.cumsum(self.top_hist)
-        digit = np.searchsorted(cum, ranks, side="right")
-        rank_in = ranks - (cum[digit] - self.top_hist[digit])
-        prefix = digit.astype(np.uint64)
-        done = DIGIT
-        while done < bits:
-            shift = bits - done - DIGIT
-            uniq, inv = np.unique(prefix, return_inverse=True)
-            kdt = _KEY_DTYPES[self.dtype.name]
-            hist = _compute_key_hist(self.scene, uniq.astype(kdt), shift)
-            self.extra_passes += 1
-            rows = hist.reshape(uniq.size, RADIX)[inv]
-            cum = np.cumsum(rows, axis=1)
-            digit = (cum <= rank_in[:, None]).sum(axis=1)
-            before = np.where(digit > 0, cum[np.arange(len(digit)), np.maximum(digit - 1, 0)], 0)
-            rank_in = rank_in - before
-            prefix = (prefix << np.uint64(DIGIT)) | digit.astype(np.uint64)
-            done += DIGIT
-        return from_key(prefix, self.dtype)
-
-    # ------------------------------------------- summaries for the distribution schemes
     def moments(self) -> tuple[int, float, float]:
-        """(count, mean, sum of squared deviations from the mean) of the valid pixels.
+        """:func:`moments`, kept."""
+        if "moments" not in self._kept:
+            self._kept["moments"] = moments(self.stats, self.scene)
+            self.extra_passes += int(self.stats.hist is None)
+        return self._kept["moments"]
 
-        8/16-bit data: from the exact histogram with exact integer sums (mean and the sum of
-        squares are correctly rounded), no read. Other dtypes: one extra pass (per-block count,
-        float64 sum and centred sum of squares, merged with Chan et al.'s pairwise formula).
-        """
-        if "moments" not in self.cache:
-            if self.hist is not None:
-                values, counts = self.hist_raw_values()
-                xs = [int(v) for v in values]
-                cs = [int(c) for c in counts]
-                n = sum(cs)
-                s1 = sum(c * x for c, x in zip(cs, xs))
-                s2 = sum(c * x * x for c, x in zip(cs, xs))
-                res = (n, s1 / n, (n * s2 - s1 * s1) / n) if n else (0, math.nan, math.nan)
-                if self.scaled and n:  # of raw * scale + offset, from the exact raw sums
-                    res = (n, res[1] * self.rule.scale + self.rule.offset, res[2] * self.rule.scale ** 2)
-                self.cache["moments"] = res
-            else:
-                x, nodata = self.scene.values()
-                parts = reduce_blocks(x, block_moments, 3, np.float64, nodata=nodata)
-                log.info("moments: one more pass over %s", self.scene.path)
-                (rows,) = dask.compute(parts.reshape(-1, 3))
-                self.extra_passes += 1
-                self.cache["moments"] = merge_moments(rows)
-        return self.cache["moments"]
-
-    def binned(self, bins: int = RADIX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(edges, counts, sums): a ``bins``-bin histogram of the valid pixels over [min, max]
-        (``numpy.histogram`` bins: edges ``linspace(min, max, bins + 1)`` in float64, left-closed,
-        the last closed) with the sum of the values in each bin. One extra pass (cached)."""
+    def binned(self, bins: int | None = RADIX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`binned`, kept. ``bins=None``: a histogram already kept (any bin count), else
+        one of 65,536 bins."""
+        if bins is None:
+            done = [k[1] for k in self._kept if isinstance(k, tuple) and k[0] == "binned"]
+            bins = done[0] if done else RADIX
         key = ("binned", bins)
-        if key not in self.cache:
-            if self.count == 0:
-                edges = np.histogram_bin_edges(np.empty(0), bins=bins)
-                self.cache[key] = (edges, np.zeros(bins, np.int64), np.zeros(bins))
-                return self.cache[key]
-            edges = np.linspace(float(self.vmin), float(self.vmax), bins + 1)
-            if self.hist is not None:  # 8/16-bit: from the exact histogram, no read
-                values, counts = self.hist_values()
-                idx = bin_index(values.astype(np.float64), edges)
-                res = np.concatenate([np.bincount(idx, counts, bins), np.bincount(idx, counts * values.astype(np.float64), bins)])
-            else:
-                x, nodata = self.scene.values()
-                parts = reduce_blocks(x, block_binned, 2 * bins, np.float64, nodata=nodata, edges=edges)
-                log.info("%d-bin histogram: one more pass over %s", bins, self.scene.path)
-                (res,) = dask.compute(parts.sum(axis=(0, 1)))
-                self.extra_passes += 1
-            self.cache[key] = (edges, res[:bins].astype(np.int64), res[bins:])
-        return self.cache[key]
+        if key not in self._kept:
+            self._kept[key] = binned(self.stats, self.scene, bins)
+            self.extra_passes += int(self.stats.hist is None and self.stats.count > 0)
+        return self._kept[key]
 
     def tail(self, threshold: float) -> tuple[int, float, float, float]:
-        """(count, float64 sum, min, max) of the valid pixels ``> threshold``: one extra pass."""
-        x, nodata = self.scene.values()
-        parts = reduce_blocks(x, block_tail, 4, np.float64, nodata=nodata, threshold=threshold)
-        (rows,) = dask.compute(parts.reshape(-1, 4))
+        """:func:`tail` (one extra pass, not kept)."""
+        res = tail(self.stats, self.scene, threshold)
         self.extra_passes += 1
-        n = int(rows[:, 0].sum())
-        return n, float(rows[:, 1].sum()), float(rows[:, 2].min()), float(rows[:, 3].max())
+        return res
 
     def tail_values(self, threshold: float | None) -> np.ndarray:
-        """The valid pixels ``> threshold`` (all of them for None), as float64: one extra pass."""
-        x, nodata = self.scene.values()
-        blocks = x.to_delayed().ravel()
-        parts = dask.compute(*[dask.delayed(_tail_values)(b, nodata, threshold) for b in blocks])
+        """:func:`tail_values` (one extra pass, not kept)."""
+        res = tail_values(self.stats, self.scene, threshold)
         self.extra_passes += 1
-        return np.concatenate(parts) if parts else np.empty(0)
+        return res
 
 
 def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -446,7 +532,7 @@ def stats_from_results(scene: Scene, res: dict) -> Stats:
         count = int(hist.sum())
         vmin = rule.physical(from_key(nz[:1], dtype))[0] if count else None
         vmax = rule.physical(from_key(nz[-1:], dtype))[0] if count else None
-        return Stats(vdt, count, vmin, vmax, hist=hist, scene=scene, raw_dtype=dtype, rule=rule,
+        return Stats(vdt, count, vmin, vmax, hist=hist, raw_dtype=dtype, rule=rule,
                      removed=_removed(rule, per_value, 0, out_of_range, masked))
     count = int(res["count"])
     x, _ = scene.values()
@@ -458,7 +544,7 @@ def stats_from_results(scene: Scene, res: dict) -> Stats:
     else:  # a plain scene without NaN to tell apart: the one nodata value removed every other pixel
         gone = total - count
         removed = _removed(rule, [gone] if rule.nodata else [], 0 if rule.nodata else gone, 0, 0)
-    return Stats(x.dtype, count, vmin, vmax, top_hist=res.get("top_hist"), scene=scene, rule=rule,
+    return Stats(x.dtype, count, vmin, vmax, top_hist=res.get("top_hist"), rule=rule,
                  removed=removed)
 
 

@@ -60,15 +60,16 @@ def worker(method: str, scene: str, k: int, out: Path) -> None:
         from pipeline.jobs.config import NaturalBreaks
         from pipeline.scene import open_scene
         from pipeline.schemes import natural_breaks
-        from pipeline.stats import compute_stats
+        from pipeline.stats import Passes, compute_stats
 
         import dask
 
         dask.config.set(scheduler="threads")
         t_import = time.perf_counter()
-        stats = compute_stats(open_scene(scene, 1, 0, 2048))
+        opened = open_scene(scene, 1, 0, 2048)
+        stats = compute_stats(opened)
         t_stats = time.perf_counter()
-        edges = natural_breaks(NaturalBreaks(scheme="natural_breaks", count=k), stats)
+        edges = natural_breaks(NaturalBreaks(scheme="natural_breaks", count=k), stats, Passes(stats, opened))
         t_breaks = time.perf_counter()
         x, w = stats.hist_values()
         np.savez(out.with_suffix(".npz"), x=x, w=w)

@@ -239,7 +239,7 @@ def test_histogram_plot_float_uses_fine_histogram(tmp_path):
     data = {"input": str(data_path(B10)), "classes": {"scheme": "quantile", "count": 5},
             "output": {"path": str(tmp_path / "b10.tif")}, "outputs": {"histogram_plot": True}}
     res = run(build_config(data, base_dir=tmp_path, source="t"))
-    assert ("binned", 65536) in res.fit.stats.cache
+    assert ("binned", 65536) in res.passes.kept()
     px = np.asarray(_png(extra_paths(res.output)["histogram_plot"]).convert("RGBA"))
     for c in res.legend["classes"]:  # quantile classes: 20% each
         assert _colour_pixels(px, c["rgba"]) > 50, c["label"]

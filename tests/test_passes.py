@@ -157,7 +157,7 @@ def test_quantile_float32_costs_exactly_two_computes():
     with ComputeCounter() as c:
         fitted = fit(scene, Q10)
     assert c.computes == 2
-    assert fitted.stats.extra_passes == 1
+    assert fitted.passes.extra_passes == 1
 
 
 @pytest.mark.parametrize(

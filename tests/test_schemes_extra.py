@@ -42,7 +42,7 @@ from pipeline.jenks import fisher_jenks, gvf, sse
 from pipeline.kernels import classify_values
 from pipeline.jobs.run import run
 from pipeline.schemes import SCHEMES
-from pipeline.stats import compute_stats
+from pipeline.stats import Passes, compute_stats
 
 from conftest import B2, B10, RGBN, data_path
 
@@ -68,7 +68,16 @@ def _valid(scene_id: str) -> np.ndarray:
 @lru_cache(maxsize=None)
 def _stats(scene_id: str, chunk: int = 1024):
     name, band, nodata = SCENES[scene_id]
-    return compute_stats(open_scene(str(data_path(name)), band, nodata, chunk), distribution=True)
+    return _passes(open_scene(str(data_path(name)), band, nodata, chunk), distribution=True)
+
+
+def _passes(scene, distribution: bool = False) -> Passes:
+    """The statistics of ``scene`` with its extra passes (``.stats``, ``.moments()``, ...)."""
+    return Passes(compute_stats(scene, distribution), scene)
+
+
+def _both(px: Passes) -> tuple:
+    return px.stats, px
 
 
 def _mc(cls, v, **kw):
@@ -113,7 +122,7 @@ def test_edges_agree_with_mapclassify(scene_id, case):
     cfg, cls, kw = CASES[case]
     st = _stats(scene_id)
     v = _valid(scene_id)
-    edges = SCHEMES[cfg.scheme](cfg, st)
+    edges = SCHEMES[cfg.scheme](cfg, st.stats, st)
     m = _mc(cls, v, **kw)
     k = len(m.bins)
     vmin, vmax = float(v.min()), float(v.max())
@@ -145,7 +154,7 @@ def test_exact_statistics_match_numpy(scene_id):
     n, mean, m2 = st.moments()
     assert n == v.size and mean == np.mean(v)  # numpy's float64 mean of integers is exact here
     assert np.sqrt(m2 / (n - 1)) == pytest.approx(v.std(ddof=1), rel=1e-13)
-    edges = SCHEMES["percentiles"](CASES["percentiles"][0], st)
+    edges = SCHEMES["percentiles"](CASES["percentiles"][0], st.stats, st)
     np.testing.assert_array_equal(edges[1:-1], np.percentile(v, [1, 10, 50, 90, 99]))
 
 
@@ -156,7 +165,7 @@ def test_float_moments_and_percentiles_match_numpy():
     assert n == v.size
     assert mean == pytest.approx(v.mean(), rel=1e-13)
     assert np.sqrt(m2 / (n - 1)) == pytest.approx(v.std(ddof=1), rel=1e-12)
-    edges = SCHEMES["percentiles"](CASES["percentiles"][0], st)
+    edges = SCHEMES["percentiles"](CASES["percentiles"][0], st.stats, st)
     np.testing.assert_array_equal(edges[1:-1], np.percentile(_valid("B10"), [1, 10, 50, 90, 99]))
 
 
@@ -164,11 +173,11 @@ def test_head_tail_float_multipass_equals_gathered(monkeypatch):
     """Floats: the pass-per-level path (forced with a tiny gather threshold) and the gathered
     path give the same breaks (to float64 summation order) as mapclassify (to float32)."""
     cfg = HeadTailBreaks(scheme="head_tail_breaks")
-    gathered = SCHEMES["head_tail_breaks"](cfg, _stats("B10"))
+    gathered = SCHEMES["head_tail_breaks"](cfg, *_both(_stats("B10")))
     name, band, nodata = SCENES["B10"]
-    st = compute_stats(open_scene(str(data_path(name)), band, nodata, 300))
+    st = _passes(open_scene(str(data_path(name)), band, nodata, 300))
     monkeypatch.setattr(schemes, "TAIL_GATHER", 5000)
-    passes = SCHEMES["head_tail_breaks"](cfg, st)
+    passes = SCHEMES["head_tail_breaks"](cfg, st.stats, st)
     assert st.extra_passes >= 5  # one per level above 5000 pixels, then one gathering pass
     np.testing.assert_allclose(passes, gathered, rtol=1e-12)
     m = _mc(mc.HeadTailBreaks, _valid("B10"))
@@ -178,8 +187,8 @@ def test_head_tail_float_multipass_equals_gathered(monkeypatch):
 def test_head_tail_max_classes_caps(caplog):
     cfg = HeadTailBreaks(scheme="head_tail_breaks", max_classes=4)
     with caplog.at_level(logging.WARNING):
-        edges = SCHEMES["head_tail_breaks"](cfg, _stats("B2"))
-    full = SCHEMES["head_tail_breaks"](HeadTailBreaks(scheme="head_tail_breaks"), _stats("B2"))
+        edges = SCHEMES["head_tail_breaks"](cfg, *_both(_stats("B2")))
+    full = SCHEMES["head_tail_breaks"](HeadTailBreaks(scheme="head_tail_breaks"), *_both(_stats("B2")))
     assert len(edges) == 5 and edges[-1] == full[-1]
     np.testing.assert_array_equal(edges[:4], full[:4])
     assert "max_classes=4" in caplog.text
@@ -222,9 +231,9 @@ def test_natural_breaks_exact_on_whole_scene(scene_id, k):
     """Whole scene, no subsampling: the breaks from the statistics pass's histogram are the
     optimum an independent O(k·m²) program finds on the (value, count) pairs."""
     st = _stats(scene_id)
-    x, w = st.hist_values()
+    x, w = st.stats.hist_values()
     x = x.astype(np.float64)
-    edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st)
+    edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st.stats, st)
     ref_starts, ref_sse = _reference_jenks(x, w, k)
     np.testing.assert_array_equal(edges, np.concatenate([[x[0]], x[ref_starts[1:]], [x[-1]]]))
     starts = np.searchsorted(x, edges[:-1])
@@ -269,8 +278,8 @@ def test_natural_breaks_agree_with_mapclassify_on_crops(tmp_path, crop):
     scene_id, window, k = CROPS[crop]
     path, v = _crop(tmp_path, scene_id, window)
     _, band, nodata = SCENES[scene_id]
-    st = compute_stats(open_scene(path, 1, nodata, 1024))
-    edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st)
+    st = _passes(open_scene(path, 1, nodata, 1024))
+    edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st.stats, st)
     expected, upper, m = _mapclassify_fj_edges(v, k)
     np.testing.assert_array_equal(edges, expected)
     # the same partition, pixel for pixel (no pixel is "on an edge" under this mapping)
@@ -282,10 +291,10 @@ def test_mapclassify_fisher_jenks_uncentred_is_suboptimal(tmp_path):
     its breaks have a worse fit than sceneclass's exact ones (which equal its centred result)."""
     scene_id, window, k = CROPS["B2-b"]
     path, v = _crop(tmp_path, scene_id, window)
-    st = compute_stats(open_scene(path, 1, 0, 1024))
-    x, w = st.hist_values()
+    st = _passes(open_scene(path, 1, 0, 1024))
+    x, w = st.stats.hist_values()
     x = x.astype(np.float64)
-    edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st)
+    edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st.stats, st)
     raw = _mc(mc.FisherJenks, v, k=k)
     raw_starts = np.concatenate([[0], np.searchsorted(x, raw.bins[:-1], side="right")])
     ours = gvf(x, w, np.searchsorted(x, edges[:-1]))
@@ -299,9 +308,9 @@ def test_natural_breaks_float_within_one_bin(tmp_path):
     exact partition's (the first value of each next class): on a crop against mapclassify, and on
     the whole B10 scene against the exact program on its distinct values."""
     path, v = _crop(tmp_path, "B10", Window(300, 300, 75, 75))
-    st = compute_stats(open_scene(path, 1, "file", 1024))
+    st = _passes(open_scene(path, 1, "file", 1024))
     cfg = NaturalBreaks(scheme="natural_breaks", count=5)
-    edges = SCHEMES["natural_breaks"](cfg, st)
+    edges = SCHEMES["natural_breaks"](cfg, st.stats, st)
     assert st.extra_passes == 1  # the fine histogram
     expected, _, m = _mapclassify_fj_edges(v, 5)
     width = (float(v.max()) - float(v.min())) / cfg.float_bins
@@ -314,7 +323,7 @@ def test_natural_breaks_float_within_one_bin(tmp_path):
     v = _valid("B10")
     u, c = np.unique(v, return_counts=True)
     for k in (5, 9):
-        edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st)
+        edges = SCHEMES["natural_breaks"](NaturalBreaks(scheme="natural_breaks", count=k), st.stats, st)
         starts, _ = fisher_jenks(u.astype(np.float64), c, k)
         exact = np.concatenate([[u[0]], u[starts[1:]], [u[-1]]]).astype(np.float64)
         width = (float(u[-1]) - float(u[0])) / 65536

@@ -21,6 +21,7 @@ from .config import RunConfig
 from ..errors import ConfigError, InputError, OutputError
 from .checksum import identity
 from ..scene import Scene, is_url, open_scene, raster_errors
+from ..stats import Passes
 from ..palette import build_palette, check_palette, check_table_alpha
 from .progress import phase
 from ..writers import build_legend, legend_path, write_cog, write_legend, write_zarr
@@ -36,6 +37,7 @@ class RunResult:
     legend_path: Path | None
     legend: dict
     fit: Fit
+    passes: Passes | None = None  # extra passes over the input (the fit's kept results), for later products
 
 
 def check_paths(cfg: RunConfig) -> Path:
@@ -290,7 +292,6 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
         finally:
             if keep is not None:
                 keep.remove()
-    fitted.stats.scene = scene  # later passes (e.g. a histogram plot) read the input, not the removed store
     legend = legend_of(counts)
     if legend["classes_effective"] < len(legend["classes"]):
         log.warning("%s: %d of %d classes hold pixels (empty: %s)", legend["scheme"],
@@ -299,7 +300,8 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
     if cfg.output.legend:
         lpath = legend_path(final)
         write_legend(legend, lpath)
-    result = RunResult(final, lpath, legend, fitted)
+    # later passes (e.g. a histogram plot) read the input, not the removed decoded-chunk store
+    result = RunResult(final, lpath, legend, fitted, fitted.passes.reading(scene))
     from ..products.extras import write_extras  # pictures, style files, report (cfg.outputs)
 
     write_extras(result, cfg)

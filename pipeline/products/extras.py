@@ -133,7 +133,7 @@ def write_extras(result, cfg) -> dict[str, Path]:
         from ..jobs.scheduler import runtime  # the run's GDAL settings and scheduler, for a float histogram pass
 
         with runtime(cfg), raster_errors(legend["input"]):
-            histogram, source = pictures.histogram_png(legend, result.fit.stats, result.fit.edges)
+            histogram, source = pictures.histogram_png(legend, result.fit.stats, result.passes, result.fit.edges)
         if o.histogram_plot:
             written["histogram_plot"] = _put(paths["histogram_plot"], histogram)
     elif o.report:

@@ -201,14 +201,15 @@ def encode(rgba: np.ndarray, fmt: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------ histogram
-def value_histogram(stats, bins: int = 65536) -> tuple[np.ndarray, np.ndarray, bool, str]:
+def value_histogram(stats, passes, bins: int | None = None) -> tuple[np.ndarray, np.ndarray, bool, str]:
     """(values, counts, integer, source) for the plot: the exact (value, count) pairs for 8/16-bit
-    data; for others the non-empty bins of a fine histogram (bin means), possibly one extra pass."""
+    data; for others the non-empty bins of a fine histogram (bin means): one the fit already made
+    (``passes``, a :class:`pipeline.stats.Passes` over the input), else one extra pass
+    (``bins`` bins; None: 65,536)."""
     if stats.hist is not None:
         values, counts = stats.hist_values()
         return values.astype(np.float64), counts, not stats.scaled, "exact histogram (statistics pass)"
-    cached = [k for k in stats.cache if isinstance(k, tuple) and k[0] == "binned"]
-    edges, counts, sums = stats.binned(cached[0][1] if cached else bins)
+    edges, counts, sums = passes.binned(bins)
     keep = counts > 0
     src = f"{len(edges) - 1}-bin histogram between min and max"
     return sums[keep] / counts[keep], counts[keep], False, src
@@ -236,7 +237,7 @@ def display_bars(values: np.ndarray, counts: np.ndarray, integer: bool, edges: n
     return left, width[keep], cnt[keep] / units[keep], cls
 
 
-def histogram_png(legend: dict, stats, edges: np.ndarray, *, size=(10.0, 4.5), dpi=100) -> tuple[bytes, str]:
+def histogram_png(legend: dict, stats, passes, edges: np.ndarray, *, size=(10.0, 4.5), dpi=100) -> tuple[bytes, str]:
     """The histogram plot as PNG bytes, and a note on where the histogram came from."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -250,7 +251,7 @@ def histogram_png(legend: dict, stats, edges: np.ndarray, *, size=(10.0, 4.5), d
         source = "no valid pixels"
     else:
         vmin, vmax = float(stats.vmin), float(stats.vmax)
-        values, counts, integer, source = value_histogram(stats)
+        values, counts, integer, source = value_histogram(stats, passes)
         left, width, dens, cls = display_bars(values, counts, integer, edges, vmin, vmax)
         colours = np.where(cls[:, None] > 0, palette[np.maximum(cls, 0)], (0.6, 0.6, 0.6, 1.0))
         colours[:, 3] = 1.0
