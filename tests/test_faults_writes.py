@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -320,6 +321,8 @@ def test_zarr_commit_never_leaves_the_final_path_empty(tmp_path):
                 missing.append(time.monotonic())
 
     t = threading.Thread(target=watch)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # hand the GIL over often: quicker, and the watcher looks between renames
     t.start()
     try:
         for i in range(200):
@@ -330,6 +333,7 @@ def test_zarr_commit_never_leaves_the_final_path_empty(tmp_path):
     finally:
         stop.set()
         t.join()
+        sys.setswitchinterval(interval)
     assert not missing, f"the store was missing {len(missing)} times"
     assert (final / "zarr.json").read_text() == "200"
     assert not partials(tmp_path)
