@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sceneclass {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def add_set(parser: argparse.ArgumentParser, help: str) -> None:
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                            help=help)
+
     def add(name: str, help: str, description: str, epilog: str = EXIT_CODES) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help, description=description, epilog=epilog,
                               formatter_class=fmt)
@@ -80,8 +84,7 @@ def _parser() -> argparse.ArgumentParser:
               "Classify the scene(s) a YAML config names. Outputs appear only when complete; outputs\n"
               "whose manifest says they are up to date are skipped (see --force).")
     run.add_argument("config", help="YAML config file (input or inputs, output.path, classes, palette, ...)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override a config value, e.g. --set classes.count=10 (repeatable)")
+    add_set(run, "override a config value, e.g. --set classes.count=10 (repeatable)")
     run.add_argument("--force", action="store_true", help="redo outputs even when their manifest says up to date")
     run.add_argument("--dry-run", action="store_true", help="list what would be done and why; touch nothing")
     run.add_argument("--scheduler", metavar="NAME|ADDRESS",
@@ -111,16 +114,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="the value that marks missing pixels: a number, 'file' (default: what the file "
                           "declares) or 'none'")
     cls.add_argument("--band", type=int, default=1, metavar="N", help="band to classify, 1-based (default 1)")
-    cls.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="any other config value, e.g. --set output.mode=rgba (repeatable)")
+    add_set(cls, "any other config value, e.g. --set output.mode=rgba (repeatable)")
     cls.add_argument("--force", action="store_true", help="redo the output even when its manifest says up to date")
 
     val = add("validate", "check a config without reading pixels",
               "Validate a YAML config (and --set overrides) and print it with every default filled in.\n"
               "Reads no pixels; exit code 2 and one line naming the key when it is wrong.")
     val.add_argument("config", help="YAML config file to check")
-    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override a config value before checking (repeatable)")
+    add_set(val, "override a config value before checking (repeatable)")
 
     demo = add("demo", "generate a Landsat-sized scene and classify it (the built-in default job)",
                "Generate a synthetic Landsat-like uint16 scene (once) and classify it into 20 equal-interval\n"
@@ -129,8 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", default="1x", help="scene size: 1x (7931 x 7811 pixels, a Landsat band), 4x, 16x, 0.25x or HxW")
     demo.add_argument("--seed", type=int, default=0,
                       help="random seed of the generated scene (same seed, same scene; default 0)")
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                      help="override a value of the default job, e.g. --set classes.count=10 (repeatable)")
+    add_set(demo, "override a value of the default job, e.g. --set classes.count=10 (repeatable)")
     return p
 
 

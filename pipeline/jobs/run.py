@@ -137,12 +137,8 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
     return (known if known is not None else counts)[: fitted.n_classes + 1]
 
 
-def input_changed(path: str, written: bool = False) -> InputError:
-    """The error of a run whose input changed (was replaced or rewritten) while it ran;
-    ``written``: only after the output was complete (its checksum or extras may not match)."""
-    if written:
-        return InputError(f"{path}: the input changed at the end of the run, after its pixels were read; "
-                          "the output is marked failed, run again")
+def input_changed(path: str) -> InputError:
+    """The error of a run whose input changed (was replaced or rewritten) while it ran."""
     return InputError(f"{path}: the input changed during the run (replaced or rewritten while it was read); "
                       "nothing was written for it, run again")
 
