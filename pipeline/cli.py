@@ -316,7 +316,7 @@ def _main(args) -> int:
         force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
         with progress_bars() if progress else nullcontext():
             batch = run_batch(cfg, force=force, dry_run=dry_run)
-        if cfg.input is not None and batch.failed:  # a single scene: its error is the message
+        if cfg.inputs is None and batch.failed:  # a single scene: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)
         _report(batch, dry_run)
         if args.command == "demo" and not batch.failed and not args.quiet:

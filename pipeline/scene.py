@@ -104,6 +104,8 @@ class Scene:
     gcps: tuple[GroundControlPoint, ...] = ()  # ground control points (transform is then identity)
     gcps_crs: CRS | None = None  # the CRS of the GCPs' x, y
     rpcs: RPC | None = None  # rational polynomial coefficients (sensor model), carried into COGs
+    sources: tuple[str, ...] = ()  # every file whose pixels the scene reads; empty: just ``path``
+    derivation: object | None = None  # a derived band's recipe (pipeline.derived.Derivation), else None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -156,6 +158,11 @@ class Scene:
         args = (self.mask,) if self.mask is not None else ()
         return da.map_blocks(clean_block, self.array, *args, rule=self.rule, out_dtype=dtype.str, dtype=dtype,
                              meta=np.empty((0, 0), dtype)), None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file whose pixels the scene reads: ``sources``, or just ``path``."""
+        return self.sources or (self.path,)
 
     def coords(self) -> dict[str, np.ndarray]:
         """1-D pixel-centre coordinates, as ``rioxarray.open_rasterio`` gives them.

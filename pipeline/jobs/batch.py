@@ -23,13 +23,13 @@ from pathlib import Path
 from . import interrupt
 from .atomic import Staging, output_errors, remove, sweep
 from .collisions import check_collisions, read_paths
-from .checksum import identity, lowest_priority
+from .checksum import lowest_priority
 from .config import InputSpec, RunConfig, check_suffix
 from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LockedError: re-exported)
 from ..errors import BUG_EXIT_CODE, ConfigError, OutputError, SceneclassError, output_error  # noqa: F401
 from ..scene import is_url
 from .manifest import (
-    Verdict, config_hash, failure_path, fingerprint, judge, manifest_path, output_fingerprint, versions,
+    Verdict, config_hash, failure_path, input_fingerprint, judge, manifest_path, output_fingerprint, versions,
     write_manifest,
 )
 from ..products.extras import requested_paths
@@ -135,6 +135,13 @@ def plan(cfg: RunConfig) -> list[Job]:
         An output escapes the folder, two jobs write one file, a written path is a read one,
         or no input matched.
     """
+    if cfg.bands is not None:  # one derived band: one job reading every band file
+        first = next(iter(cfg.bands.values()))
+        out = render_output(cfg, first.path, first.band or 1)
+        jobs = [Job(cfg.model_copy(update={"output": cfg.output.model_copy(update={"path": str(out), "folder": None})}),
+                    out)]
+        _check_plan(cfg, jobs)
+        return jobs
     jobs, owners = [], {}
     for path, spec in expand_inputs(cfg):
         update = {"input": path, "inputs": None}
@@ -150,11 +157,17 @@ def plan(cfg: RunConfig) -> list[Job]:
         jobs.append(Job(job_cfg, out))
     if not jobs:
         raise ConfigError("inputs: no input matched")
+    _check_plan(cfg, jobs)
+    return jobs
+
+
+def _check_plan(cfg: RunConfig, jobs: list[Job]) -> None:
+    """No written path is a read one (every file a job reads: its input or band files, and
+    their sidecars) or another written one."""
     writes = [(run_folder(cfg, jobs) / LOCK_NAME, "the output folder's lock file", False)]
     for job in jobs:
         writes += written_paths(job)
-    check_collisions(writes, [r for job in jobs for r in read_paths(job.config.input)])
-    return jobs
+    check_collisions(writes, [r for job in jobs for path in job.config.source_paths for r in read_paths(path)])
 
 
 def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
@@ -165,7 +178,7 @@ def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
 def written_paths(job: Job) -> list[tuple[Path, str, bool]]:
     """Every path a job writes: (path, what it is, whether it is a folder replaced as a whole)."""
     out = job.output
-    paths = [(out, f"output for {job.config.input}", job.config.output.resolved_format == "zarr")]
+    paths = [(out, f"output for {job.config.label}", job.config.output.resolved_format == "zarr")]
     paths.append((manifest_path(out), f"manifest of {out.name}", False))
     if job.config.output.legend:
         paths.append((legend_path(out), f"legend of {out.name}", False))
@@ -212,11 +225,11 @@ def _failure(e: BaseException, job: Job) -> tuple[str, int]:
     if isinstance(e, SceneclassError):
         return str(e), e.exit_code
     if isinstance(e, OSError):
-        if e.filename is not None and str(e.filename) == job.config.input:
-            return f"{job.config.input}: cannot read the input: {e.strerror or e}", 1
+        if e.filename is not None and str(e.filename) in job.config.source_paths:
+            return f"{e.filename}: cannot read the input: {e.strerror or e}", 1
         err = output_error(e, job.output)
         return str(err), err.exit_code
-    return (f"{job.config.input} -> {job.output}: internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
+    return (f"{job.config.label} -> {job.output}: internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
             "rerun with -vv for the traceback and report it"), BUG_EXIT_CODE
 
 
@@ -225,7 +238,7 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
     data = {
         "status": job.status,
         "error": job.error,
-        "input": redact(job.config.input),
+        "input": redact(job.config.label),
         "output": str(job.output),
         "config_hash": config_hash(job.config),
         "input_fingerprint": input_fp,
@@ -247,7 +260,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     its error to ``NAME.failed.json``. An input that changed while the job read it (passes or
     checksum) fails the job before anything is committed. SIGINT/SIGTERM (``KeyboardInterrupt``)
     propagate after the temporaries are removed."""
-    from .run import input_changed, prepare, run
+    from .run import changed_source, identities, input_changed, prepare, run
 
     started = time.time()
     known = job.verdict.input_fp if job.verdict else None
@@ -255,9 +268,9 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     # releases the GIL), at the lowest CPU priority: it takes the cycles the passes leave idle
     # and finishes at full speed after them if it must (the command starts it even earlier:
     # pipeline.jobs.checksum.start_for_config, and this thread then waits for that result)
-    before = identity(job.config.input)  # the checksum and the passes must all see this file
+    before = identities(job.config)  # the checksum and the passes must all see these files
     pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=lowest_priority)
-    pending = None if known else pool.submit(fingerprint, job.config.input)
+    pending = None if known else pool.submit(input_fingerprint, job.config)
     pool.shutdown(wait=False)
     refused = True
     staging = Staging()
@@ -267,9 +280,10 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         with staging.active():
             job.result = run(job.config, prepared)
             input_fp = _input_fp(known, pending)
-            if before is not None and identity(job.config.input) != before:
+            changed = changed_source(job.config, before)
+            if changed is not None:
                 # replaced or rewritten while the checksum read it, after the passes' own check
-                raise input_changed(job.config.input)
+                raise input_changed(changed)
             job.status = "done"
             job.seconds = time.time() - started
             with output_errors(job.output):
@@ -280,10 +294,11 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         stopped = interrupt.received()
         if stopped is not None:  # a signal cut into a library, which then failed: the signal it is
             raise interrupt.Interrupted(stopped) from None
-        if before is not None and identity(job.config.input) != before:
+        changed = changed_source(job.config, before)
+        if changed is not None:
             # replaced or rewritten while it was read: whatever the read made of it (a truncated
             # file reads as damaged), this is the error
-            e = input_changed(job.config.input)
+            e = input_changed(changed)
         _failed(job, e)
     finally:
         staging.discard()
@@ -315,7 +330,7 @@ def _input_fp(known: dict | None, pending) -> dict | None:
 
 def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
     """The error of a failed run in ``NAME.failed.json`` (best effort: the disk may be full)."""
-    data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": redact(job.config.input),
+    data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": redact(job.config.label),
             "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
             "versions": versions(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "seconds": round(job.seconds, 3)}

@@ -351,6 +351,26 @@ class InputSpec(_Model):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
+class BandSpec(InputSpec):
+    """One named band of ``bands:`` (a file, or one band of a multi-band file) with its own pixel
+    settings; a setting left out is the config's top-level one (``nodata``, ``valid_range``,
+    ``gdal_mask``, ``mask``, ``scale``, ``offset``), and ``band`` is 1."""
+
+    def settings(self, cfg: "RunConfig") -> dict:
+        """Every pixel setting of this band: its own, else the top-level one of ``cfg``."""
+        keys = ("nodata", "valid_range", "gdal_mask", "mask", "scale", "offset")
+        out = {k: getattr(cfg, k) for k in keys} | self.overrides()
+        out.setdefault("band", 1)
+        out.setdefault("units", "file")
+        return out
+
+
+#: names of the spectral index presets (see :data:`pipeline.expression.INDICES`)
+IndexName = Literal["ndvi", "ndwi", "mndwi", "nbr", "ndbi", "savi"]
+#: top-level keys that make no sense with ``bands:`` (each band has its own path and band number)
+NOT_WITH_BANDS = ("input", "inputs", "band")
+
+
 class Outputs(_Model):
     """Extra files from the run, beside the output and named from it (all off by default)."""
 
@@ -376,6 +396,12 @@ class RunConfig(_Model):
 
     input: str | None = None
     inputs: list[Union[str, InputSpec]] | None = None
+    #: named bands on one grid, combined by ``expression`` or ``index`` into the band classified
+    bands: dict[str, BandSpec] | None = Field(None, min_length=1)
+    #: band math on the names under ``bands`` (see :mod:`pipeline.expression`)
+    expression: str | None = None
+    #: a named spectral index preset (its band names must be under ``bands``)
+    index: IndexName | None = None
     band: int = Field(1, ge=1)
     #: raw nodata value(s): the band's declared one (file), none, a number or a list of numbers
     nodata: Nodata = "file"
@@ -419,11 +445,72 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _one_input_key(self) -> "RunConfig":
+        if self.bands is not None:
+            given = [k for k in NOT_WITH_BANDS if k in self.model_fields_set and getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"bands: cannot be combined with {', '.join(repr(k) for k in given)}; give each "
+                                 "band's path (and band number) under bands")
+            self.derivation()  # refuses a bad expression or index before anything is opened
+            return self
+        if self.expression is not None or self.index is not None:
+            key = "expression" if self.expression is not None else "index"
+            raise ValueError(f"{key}: needs 'bands:' naming the bands it uses (e.g. bands: {{nir: {{path: ...}}}})")
         if (self.input is None) == (self.inputs is None):
-            raise ValueError("give exactly one of 'input' (one scene) or 'inputs' (a list of paths/globs)")
+            raise ValueError("give exactly one of 'input' (one scene), 'inputs' (a list of paths/globs) "
+                             "or 'bands' (with 'expression' or 'index')")
         if self.inputs is not None and not self.inputs:
             raise ValueError("inputs is empty")
         return self
+
+    def derivation(self):
+        """The checked expression of a ``bands:`` config.
+
+        Returns
+        -------
+        pipeline.expression.Expression
+            ``expression`` parsed against the band names, or the ``index`` preset's expression.
+
+        Raises
+        ------
+        ValueError
+            One line naming the key: ``expression:`` (not allowed, unknown band ...), ``index:``
+            (a band the preset needs is not under ``bands``), ``bands:`` (a name that cannot be
+            used), or neither/both of ``expression`` and ``index`` given.
+        """
+        from .. import expression as ex
+
+        if (self.expression is None) == (self.index is None):
+            raise ValueError("bands: give exactly one of 'expression' (band math on the band names) or "
+                             "'index' (" + ", ".join(ex.INDICES) + ")")
+        try:
+            ex.check_band_names(self.bands)
+            if self.index is not None:
+                needs = ex.INDICES[self.index].bands
+                missing = [n for n in needs if n not in self.bands]
+                if missing:
+                    raise ValueError(
+                        f"index: {self.index} needs the band(s) {', '.join(needs)} under bands; missing "
+                        f"{', '.join(missing)} (bands gives {', '.join(self.bands)})")
+                return ex.index(self.index)
+            return ex.parse(self.expression, set(self.bands))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+    @property
+    def source_paths(self) -> tuple[str, ...]:
+        """Every raster file a job of this config reads pixels from (masks aside): the band
+        files of ``bands`` (each once, in order), or ``input``; empty for a batch config."""
+        if self.bands is not None:
+            return tuple(dict.fromkeys(b.path for b in self.bands.values()))
+        return (self.input,) if self.input is not None else ()
+
+    @property
+    def label(self) -> str | None:
+        """What a job of this config classifies, for logs and messages: ``input``, or
+        ``index NAME`` / ``expression TEXT`` for ``bands``."""
+        if self.bands is not None:
+            return f"index {self.index}" if self.index is not None else f"expression {self.expression.strip()}"
+        return self.input
 
     @property
     def class_count(self) -> int:
@@ -702,6 +789,10 @@ def build_config(data: dict, *, base_dir: Path, source: str, overrides: list[str
             continue  # relative to output.folder, resolved per input
         if isinstance(value, str):
             _set(data, key, _resolve(value, base_dir))
+    if isinstance(data.get("bands"), dict):
+        data["bands"] = {
+            name: _resolved_entry(b, base_dir) if isinstance(b, dict) else b for name, b in data["bands"].items()
+        }
     if isinstance(data.get("inputs"), list):
         data["inputs"] = [
             _resolve(i, base_dir) if isinstance(i, str)
@@ -719,6 +810,16 @@ def build_config(data: dict, *, base_dir: Path, source: str, overrides: list[str
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, data)) from None
+
+
+def _resolved_entry(entry: dict, base: Path) -> dict:
+    """A ``bands`` entry with its path and mask path resolved against ``base``."""
+    entry = dict(entry)
+    if isinstance(entry.get("path"), str):
+        entry["path"] = _resolve(entry["path"], base)
+    if isinstance(entry.get("mask"), dict) and isinstance(entry["mask"].get("path"), str):
+        entry["mask"] = dict(entry["mask"], path=_resolve(entry["mask"]["path"], base))
+    return entry
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> RunConfig:

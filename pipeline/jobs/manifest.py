@@ -23,7 +23,7 @@ from ..scene import is_url
 from ..urls import redact
 
 #: config sections that change the pixels or files of an output (not where or how fast it runs)
-HASHED_KEYS = ("input", "band", "nodata", "valid_range", "gdal_mask", "mask", "scale", "offset", "units",
+HASHED_KEYS = ("input", "bands", "expression", "index", "band", "nodata", "valid_range", "gdal_mask", "mask", "scale", "offset", "units",
                "classes", "palette", "output")
 
 
@@ -48,6 +48,13 @@ def config_hash(job) -> str:
             data["mask_file"] = quick_fingerprint(mask.path)
         except OSError:
             data["mask_file"] = None
+    for name, band in (getattr(job, "bands", None) or {}).items():
+        data["bands"][name]["path"] = redact(band.path)
+        if band.mask is not None:  # a band's own mask raster, likewise
+            try:
+                data.setdefault("band_mask_files", {})[name] = quick_fingerprint(band.mask.path)
+            except OSError:
+                data.setdefault("band_mask_files", {})[name] = None
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -65,6 +72,50 @@ def fingerprint(path: str) -> dict:
     if "size" in fp:
         fp["sha256"] = checksum(path)
     return fp
+
+
+def input_fingerprint(job, quick: bool = False) -> dict:
+    """The fingerprint of every file a job reads: :func:`fingerprint` of its ``input``, or for
+    a ``bands`` job ``{"files": {path: fingerprint}}`` of every band file.
+
+    Parameters
+    ----------
+    job : RunConfig
+        One job's config.
+    quick : bool
+        Size and mtime only (:func:`quick_fingerprint`), no checksum.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    OSError
+        A file is missing or unreadable.
+    """
+    fp = quick_fingerprint if quick else fingerprint
+    if getattr(job, "bands", None) is None:
+        return fp(job.input)
+    return {"files": {redact(path): fp(path) for path in job.source_paths}}
+
+
+def _per_file(fp: dict | None) -> dict:
+    """A fingerprint as {path: file fingerprint} (the single input's under the key '')."""
+    if not fp:
+        return {}
+    return dict(fp["files"]) if isinstance(fp.get("files"), dict) else {"": fp}
+
+
+def _same(old: dict | None, new: dict, key: str | None = None) -> bool:
+    """Do the recorded fingerprints ``old`` match ``new`` file by file: every value of ``new``
+    (with ``key``: that value only, which must be present)?"""
+    a, b = _per_file(old), _per_file(new)
+    if a.keys() != b.keys():
+        return False
+    if key is not None:
+        return all(b[p].get(key) and a[p].get(key) == b[p][key] for p in b)
+    return all(isinstance(a[p], dict) and all(a[p].get(k) == v for k, v in b[p].items()) for p in b)
 
 
 def versions() -> dict:
@@ -126,11 +177,10 @@ def judge(job, output: Path, extra_files: list[Path]) -> Verdict:
     missing = [p.name for p in extra_files if not p.exists()]
     if missing:
         return Verdict("changed", f"missing {', '.join(missing)}")
-    old = man.get("input_fingerprint", {})
-    quick = quick_fingerprint(job.input)
-    if all(old.get(k) == v for k, v in quick.items()):
+    old = man.get("input_fingerprint") or {}
+    if _same(old, input_fingerprint(job, quick=True)):
         return Verdict("up to date", "input unchanged (size, mtime)")
-    full = fingerprint(job.input)
-    if full.get("sha256") and full.get("sha256") == old.get("sha256"):
+    full = input_fingerprint(job)
+    if _same(old, full, "sha256"):
         return Verdict("up to date", "input touched, content unchanged", full)
     return Verdict("changed", "input changed", full)

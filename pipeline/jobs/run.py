@@ -42,11 +42,28 @@ class RunResult:
 
 def check_paths(cfg: RunConfig) -> Path:
     final = Path(cfg.output.path)
-    if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
-        raise ConfigError(f"output.path: {final} is the input file; choose another path")
+    not_an_input(cfg, final)
     if final.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output.path: {final} exists (set output.overwrite: true to replace it)")
     return final
+
+
+def not_an_input(cfg: RunConfig, final: Path) -> None:
+    """Refuse an output path that is one of the files the job reads (``input`` or a band file)."""
+    for path in cfg.source_paths:
+        if not is_url(path) and os.path.abspath(path) == str(final.absolute()):
+            what = "the input file" if cfg.bands is None else "a band file under bands"
+            raise ConfigError(f"output.path: {final} is {what}; choose another path")
+
+
+def identities(cfg: RunConfig) -> dict:
+    """The identity (:func:`pipeline.jobs.checksum.identity`) of every file the job reads."""
+    return {path: identity(path) for path in cfg.source_paths}
+
+
+def changed_source(cfg: RunConfig, before: dict) -> str | None:
+    """The first file the job reads whose identity differs from ``before``, or None."""
+    return next((path for path, ident in identities(cfg).items() if before.get(path) != ident), None)
 
 
 def preflight(cfg: RunConfig, *, header: bool = False) -> None:
@@ -70,8 +87,7 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
     from ..products.extras import check_extras
 
     final = Path(cfg.output.path)
-    if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
-        raise ConfigError(f"output.path: {final} is the input file; choose another path")
+    not_an_input(cfg, final)
     check_palette(cfg.palette, cfg.class_count)
     if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
         check_table_alpha(cfg.palette)
@@ -91,10 +107,37 @@ def open_input(cfg: RunConfig) -> Scene:
         A missing band, a mask raster on another grid, a scale that is not positive, a file
         that cannot be read (naming the key or the file).
     """
+    if cfg.bands is not None:
+        return open_derived(cfg)
     return open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
                       valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
                       mask=cfg.mask.to_mask() if cfg.mask is not None else None,
                       scale=cfg.scale, offset=cfg.offset, units=cfg.units)
+
+
+def open_derived(cfg: RunConfig) -> Scene:
+    """Open every band under ``cfg.bands`` with its own pixel settings and combine them lazily by
+    ``cfg.expression`` or ``cfg.index`` (:func:`pipeline.derived.derive`); reads headers only.
+
+    Raises
+    ------
+    ConfigError, InputError
+        A band file or band number that cannot be opened, bands on different grids (naming them).
+    """
+    from ..derived import derive
+
+    scenes = {}
+    for name, spec in cfg.bands.items():
+        s = spec.settings(cfg)
+        try:
+            scenes[name] = open_scene(spec.path, s["band"], s["nodata"], cfg.processing.chunk, cfg.output.blocksize,
+                                      valid_range=s["valid_range"], gdal_mask=s["gdal_mask"],
+                                      mask=s["mask"].to_mask() if s["mask"] is not None else None,
+                                      scale=s["scale"], offset=s["offset"], units=s["units"])
+        except ConfigError as e:  # e.g. "band: x.tif has 3 band(s)": say which named band
+            raise ConfigError(f"bands.{name}.{e}") from None
+    units = None if cfg.units == "file" else cfg.units
+    return derive(scenes, cfg.derivation(), units=units, index=cfg.index)
 
 
 def folder_in_the_way(folder: Path) -> None:
@@ -217,7 +260,7 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     OutputError
         An output file could not be written (e.g. no space left); nothing was replaced.
     """
-    before = identity(cfg.input)
+    before = identities(cfg)
     final, scene = prepared if prepared is not None else prepare(cfg)
     staging = None if current_staging() is not None else Staging()
     if staging is None:
@@ -261,7 +304,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
             log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20,
                      "memory" if keep.memory else final.parent)
         try:
-            with raster_errors(scene.path):
+            with raster_errors(" or ".join(scene.files)):
                 with phase("statistics"):
                     fitted = fit(scene, cfg.classes, keep)
                 log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
@@ -277,8 +320,9 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
                                         version=__version__, output=str(final), labels=labels)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
-                    if identity(cfg.input) != before:
-                        raise input_changed(cfg.input)
+                    changed = changed_source(cfg, before)
+                    if changed is not None:
+                        raise input_changed(changed)
                     if keep is not None:
                         keep.start_removal()
 
