@@ -46,10 +46,11 @@ class Derivation:
     bands: tuple[tuple[str, str, int], ...]
 
     def legend(self) -> dict:
-        """The legend's fields: ``expression``, ``index`` and ``bands`` ``{name: {path, band}}``."""
+        """The legend's fields: ``expression``, ``index`` and ``bands`` ``{name: {path, band}}``
+        (and ``band`` None: the classified values are no band of one file)."""
         from .urls import redact
 
-        return {"expression": self.expression, "index": self.index,
+        return {"band": None, "expression": self.expression, "index": self.index,
                 "bands": {name: {"path": redact(path), "band": band} for name, path, band in self.bands}}
 
 

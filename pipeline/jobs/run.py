@@ -95,6 +95,8 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
     if header:
         open_input(cfg)
         folder_in_the_way(final.parent)
+    elif cfg.bands is not None:  # band numbers and grids of the bands: refused before any lock or log line
+        open_input(cfg)
 
 
 def open_input(cfg: RunConfig) -> Scene:

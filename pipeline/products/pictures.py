@@ -268,12 +268,20 @@ def histogram_png(legend: dict, stats, passes, edges: np.ndarray, *, size=(10.0,
         ax.set_ylim(0, max(float(dens.max(initial=0)) * 1.05, 1e-9))
         ax.set_ylabel("pixels per unit value")
     ax.set_xlabel(f"value ({legend.get('units') or legend['dtype']})")
-    ax.set_title(f"{Path(legend['input']).name}: {legend['scheme']}, {len(legend['classes'])} classes "
+    ax.set_title(f"{input_name(legend)}: {legend['scheme']}, {len(legend['classes'])} classes "
                  f"({source})", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue(), source
+
+
+def input_name(legend: dict) -> str:
+    """What a legend classified, for titles: the input's file name, or ``index ndvi`` /
+    ``expression ...`` for a derived band (whose text may hold '/')."""
+    if legend.get("expression") is not None:
+        return str(legend["input"])
+    return Path(legend["input"]).name
 
 
 # --------------------------------------------------------------------------------- legend
@@ -288,7 +296,7 @@ def legend_png(legend: dict) -> bytes:
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
     x0, y0, x1, y1 = LEGEND_SWATCH
-    title = f"{legend['scheme']}: {Path(legend['input']).name}"
+    title = f"{legend['scheme']}: {input_name(legend)}"
     texts = [f"{c['label']}   {c['count']:,} px ({c['percent']:.2f}%)" for c in classes]
     texts.append(f"nodata   {legend['nodata_class']['count']:,} px")
     measure = ImageDraw.Draw(Image.new("RGBA", (1, 1)))

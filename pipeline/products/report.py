@@ -60,12 +60,16 @@ def report_html(legend: dict, settings: dict, *, quicklook: bytes | None, histog
         ("edges", ", ".join(_edge(v, i > 0) for i, v in enumerate(legend["edges"]))),
         ("sceneclass", legend["sceneclass_version"]),
     ]
+    if legend.get("bands"):  # a derived band: its expression and the bands it reads
+        facts[1:2] = [("expression", legend.get("expression")),
+                      ("bands", "; ".join(f"{n} = {redact(b['path'])} band {b['band']}"
+                                          for n, b in legend["bands"].items()))]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>sceneclass report: {e(name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(name)}</h1>",
         f"<p>{e(legend['scheme'])} classification of <code>{e(redact(str(legend['input'])))}</code> "
-        f"band {legend['band']}.</p>",
+        + (f"band {legend['band']}.</p>" if not legend.get("bands") else "</p>"),
     ]
     if quicklook is not None:
         parts += ["<h2>Quicklook</h2>",

@@ -139,6 +139,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "nodata_class": {"id": 0, "color": to_hex(palette[0]), "count": int(counts[0])},
         "classes": classes,
         "output": output,
+        **(scene.derivation.legend() if getattr(scene, "derivation", None) is not None else {}),
     }
 
 
