@@ -223,6 +223,37 @@ def test_top_level_settings_apply_to_every_band(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("reuse,fmt", [("never", "tif"), ("always", "tif"), ("always", "zarr")])
+def test_write_pass_with_and_without_kept_chunks(tmp_path, reuse, fmt):
+    """The write pass reads the derived values again (reuse_decoded: never) or from the kept
+    chunks (always, on disk): the same class ids as numpy either way, COG or Zarr."""
+    out = tmp_path / f"ndvi.{fmt}"
+    data = {"bands": _split(tmp_path), "index": "ndvi", "classes": {"scheme": "quantile", "count": 9},
+            "output": {"path": str(out), "blocksize": 64},
+            "processing": {"chunk": 100, "reuse_decoded": reuse, "keep_decoded_in": "disk"}}
+    run(build_config(data, base_dir=tmp_path, source="c.yaml"))
+    want, _ = _classes(_rgbn_ndvi(red=_red_with_holes()), "quantile", 9)
+    np.testing.assert_array_equal(read_classes(out), want)
+    assert not list(tmp_path.glob("*decoded*"))
+
+
+def test_mask_raster_per_band(tmp_path):
+    """A QA raster given for one band only: its flagged pixels are nodata in the result."""
+    path = data_path(RGBN)
+    nir, red = _read(path, 4)[0], _read(path, 1)[0]
+    qa = np.zeros(nir.shape, np.uint16)
+    qa[20:60, 30:200] = 1 << 3  # "cloud"
+    qa[150:, :50] = 1 << 6  # "clear": not flagged
+    _write(tmp_path / "qa.tif", qa, None)
+    bands = _one_file()
+    bands["red"]["mask"] = {"path": str(tmp_path / "qa.tif"), "flags": ["cloud"]}
+    values = _ndvi(nir, red, (nir == 0) | (red == 0) | ((qa & 8) != 0))
+    want, _ = _classes(values, "equal_interval", 6)
+    got, legend = _run(tmp_path, bands, "masked", classes={"scheme": "equal_interval", "count": 6})
+    np.testing.assert_array_equal(got, want)
+    assert (got[20:60, 30:200] == 0).all()
+
+
 # ------------------------------------------------------------------------ refusals
 def test_import_in_expression_is_refused_by_the_command(tmp_path):
     """run, run --dry-run and validate: exit 2, one line naming `expression`, nothing written."""
