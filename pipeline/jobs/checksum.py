@@ -123,9 +123,10 @@ def checksum(path: str) -> str:
 
 
 def start_for_config(config_path: str, overrides: list[str] = ()) -> None:
-    """Start the checksum of a config's single local ``input`` (``--set input=...`` counts),
-    before the config is validated; any problem is left for :func:`pipeline.config.load_config`
-    to report. Relative paths resolve as the config resolves them."""
+    """Start the checksum of a config's single local ``input`` (``--set input=...`` counts) or
+    of its ``bands`` files, before the config is validated; any problem is left for
+    :func:`pipeline.config.load_config` to report. Relative paths resolve as the config
+    resolves them."""
     from pathlib import Path
 
     import yaml  # loaded by the config anyway
@@ -135,13 +136,16 @@ def start_for_config(config_path: str, overrides: list[str] = ()) -> None:
 
     try:
         data = read_yaml(Path(config_path))
-        path = data.get("input")
+        paths = [data.get("input")]
+        if isinstance(data.get("bands"), dict):  # every band file of a derived band
+            paths += [b.get("path") for b in data["bands"].values() if isinstance(b, dict)]
         base = os.path.dirname(os.path.realpath(config_path))
         for text in overrides:
             key, sep, value = text.partition("=")
             if sep and key.strip() == "input":
-                path, base = load_yaml_text(value), os.getcwd()
+                paths, base = [load_yaml_text(value)], os.getcwd()
     except (OSError, ValueError, yaml.YAMLError, ConfigError):
         return
-    if isinstance(path, str) and "://" not in path and not path.startswith("/vsi") and "{" not in path:
-        start(os.path.join(base, os.path.expanduser(path)))
+    for path in dict.fromkeys(p for p in paths if isinstance(p, str)):
+        if "://" not in path and not path.startswith("/vsi") and "{" not in path:
+            start(os.path.join(base, os.path.expanduser(path)))
