@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _EXPORTS = {
     "fit": "api", "classify": "api", "colorize": "api", "write_cog": "api", "write_zarr": "api",
-    "FitResult": "api", "to_scene": "api", "scheme_config": "api",
+    "FitResult": "api", "to_scene": "api", "scheme_config": "api", "band_math": "api",
     "EqualInterval": "jobs.config", "Quantile": "jobs.config", "Manual": "jobs.config",
     "NaturalBreaks": "jobs.config", "StdMean": "jobs.config", "HeadTailBreaks": "jobs.config",
     "Percentiles": "jobs.config", "BoxPlot": "jobs.config", "Palette": "jobs.config",

@@ -29,7 +29,8 @@ from .palette import build_palette
 from .scene import SUPPORTED_DTYPES, Scene, resolve_nodata
 from .writers import build_legend, legend_path, write_legend
 
-__all__ = ["FitResult", "fit", "classify", "colorize", "write_cog", "write_zarr", "to_scene", "scheme_config"]
+__all__ = ["FitResult", "fit", "classify", "colorize", "write_cog", "write_zarr", "to_scene", "scheme_config",
+           "band_math"]
 
 #: output modes: colour bands per pixel (0: class ids with a colour table)
 BANDS = {"paletted": 0, "rgb": 3, "rgba": 4}
@@ -315,6 +316,55 @@ def fit(data: xr.DataArray, *, scheme: str | BaseModel = "equal_interval", count
 
 
 # ------------------------------------------------------------------------ the results
+def band_math(expression: str | None = None, *, index: str | None = None, nodata: float | None | str = _AUTO,
+              **bands: xr.DataArray) -> xr.DataArray:
+    """A band computed lazily from named DataArrays, as ``bands:`` with ``expression:`` or
+    ``index:`` computes it in a config (see :mod:`pipeline.expression` for the syntax).
+
+    Parameters
+    ----------
+    expression : str, optional
+        Band math on the keyword names, e.g. ``"(nir - red) / (nir + red)"``.
+    index : str, optional
+        Or a named index preset instead (``ndvi``, ``ndwi``, ``mndwi``, ``nbr``, ``ndbi``,
+        ``savi``); its band names must be given.
+    nodata : float, None or "auto", optional
+        Each band's nodata value, as for :func:`to_scene` (``auto``: what each declares).
+    **bands : xarray.DataArray
+        The named bands: (y, x) or (1, y, x), one shape, CRS and transform; any dtype of
+        :data:`pipeline.scene.SUPPORTED_DTYPES`; dask- or numpy-backed (the first band's
+        chunks are used). Names cannot be ``expression``, ``index`` or ``nodata``.
+
+    Returns
+    -------
+    xarray.DataArray
+        (y, x) with the first band's coordinates and CRS; float32 (float64 when a band used is
+        float64 or a 32-bit integer); NaN where any band used is nodata or the result is not
+        finite. Lazy: nothing is computed. ``fit`` / ``classify`` take it as any float band.
+
+    Raises
+    ------
+    ConfigError
+        Neither or both of ``expression`` and ``index``; an expression that is not allowed or
+        uses a name not given; bands on different grids.
+    """
+    from .derived import derive
+    from .expression import check_band_names, index as preset, parse
+
+    if (expression is None) == (index is None):
+        raise ConfigError("band_math: give exactly one of expression or index")
+    check_band_names(bands)
+    checked = preset(index) if index is not None else parse(expression, set(bands))
+    missing = sorted(checked.names - set(bands))
+    if missing:
+        raise ConfigError(f"index: {index} needs the band(s) {', '.join(missing)}")
+    scenes = {name: to_scene(band, nodata=nodata) for name, band in bands.items() if name in checked.names}
+    result = derive(scenes, checked, index=index)
+    first = min(checked.names)
+    plane, _ = _plane(bands[first], first)
+    return _like(plane, result.array, index or "expression", {"expression": checked.text}, result.crs)
+
+
 def _result_attrs(attrs: dict) -> dict:
     return {k: v for k, v in attrs.items() if k not in VALUE_ATTRS and not k.startswith("STATISTICS_")}
 

@@ -416,3 +416,30 @@ def test_band_file_changed_during_the_run_fails_it(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="red.tif: the input changed during the run"):
         run(cfg)
     assert not out.exists() and not (tmp_path / "ndvi.legend.json").exists()
+
+
+# ------------------------------------------------------------------------ Python API
+def test_band_math_api_equals_numpy(tmp_path):
+    import rioxarray
+
+    import pipeline as sc
+
+    path = data_path(RGBN)
+    both = rioxarray.open_rasterio(path, chunks={"x": 100, "y": 100})
+    nir, red = both.sel(band=4), both.sel(band=1)
+    red_holes = _red_with_holes()
+    red = red.copy(data=red.data.map_blocks(lambda b, block_info=None: red_holes[
+        tuple(slice(*r) for r in block_info[0]["array-location"])], dtype=red.dtype))
+    ndvi = sc.band_math(index="ndvi", nir=nir, red=red)
+    assert ndvi.dtype == np.float32 and ndvi.rio.crs == both.rio.crs and ndvi.attrs["expression"]
+    want = _rgbn_ndvi(red=red_holes)
+    np.testing.assert_array_equal(ndvi.values, want)  # NaN where either is nodata, as numpy
+    same = sc.band_math("(nir - red) / (nir + red)", nir=nir, red=red)
+    np.testing.assert_array_equal(same.values, want)
+    fitted = sc.fit(ndvi, scheme="quantile", count=5)
+    ids, _ = _classes(want, "quantile", 5)
+    np.testing.assert_array_equal(sc.classify(ndvi, fitted).values, ids)
+    with pytest.raises(ConfigError, match="expression: attribute access"):
+        sc.band_math("nir.real", nir=nir)
+    with pytest.raises(ConfigError, match="not on one grid"):
+        sc.band_math("nir - red", nir=nir, red=red.isel(y=slice(0, 100)))
