@@ -4,8 +4,9 @@ float band, classified like any other.
 Each named band is a :class:`~pipeline.scene.Scene` opened with its own pixel settings (nodata,
 valid range, GDAL mask, QA mask raster, scale/offset). Its physical values, NaN at every
 invalid pixel, go into the expression chunk by chunk; the result is NaN (nodata) where any band
-it uses is invalid and where the expression is not finite (a division by zero, the logarithm of
-a negative), as QGIS's raster calculator makes such pixels nodata.
+it uses is invalid (also where ``where`` takes the other branch) and where the expression is not
+finite (a division by zero, the logarithm of a negative), as QGIS's raster calculator makes such
+pixels nodata.
 """
 
 from __future__ import annotations
@@ -103,6 +104,18 @@ def _valid_values(scene: Scene, dtype: np.dtype, chunks) -> da.Array:
                          meta=np.empty((0, 0), dtype))
 
 
+def _nodata_where_any(result: np.ndarray, *bands: np.ndarray) -> np.ndarray:
+    """Block kernel: ``result`` with NaN wherever a band's block is NaN (invalid)."""
+    bad = np.isnan(bands[0])
+    for band in bands[1:]:
+        bad |= np.isnan(band)
+    if not bad.any():
+        return result
+    out = result.copy()
+    out[bad] = np.nan
+    return out
+
+
 def derive(scenes: Mapping[str, Scene], expression: Expression, *, units: str | None = None,
            index: str | None = None) -> Scene:
     """One lazy float band computed from named bands.
@@ -145,7 +158,10 @@ def derive(scenes: Mapping[str, Scene], expression: Expression, *, units: str | 
     first = next(iter(used.values()))
     chunks = first.array.chunks
     values = {name: _valid_values(s, dtype, chunks) for name, s in used.items()}
-    result = expression.lazy(values)
+    # nodata in any band used is nodata in the result, even in a branch ``where`` does not take
+    names = sorted(values)
+    result = da.map_blocks(_nodata_where_any, expression.lazy(values), *(values[n] for n in names),
+                           dtype=dtype, meta=np.empty((0, 0), dtype))
     log.info("%s: %s of %s, computed in %s", f"index {index}" if index else "expression", expression.text,
              ", ".join(_describe(n, s) for n, s in used.items()), dtype)
     recipe = Derivation(expression.text, index, tuple((n, s.path, s.band) for n, s in used.items()))

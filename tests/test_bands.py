@@ -26,7 +26,7 @@ from pipeline.jobs.run import run
 from _procs import read_classes, read_legend, sceneclass
 from conftest import RGBN, data_path
 
-CHUNKS = (64, 100)  # processing chunks; 100 divides neither 212 nor 276, nor the 64-pixel tiles
+# processing chunks 64 and 100 (100 divides neither 212 nor 276, nor the 64-pixel output tiles)
 
 
 # ------------------------------------------------------------------------ the reference
@@ -124,9 +124,10 @@ def _run(tmp_path: Path, bands: dict, name: str, *, chunk: int = 100, classes=No
 
 
 # ------------------------------------------------------------------------ NDVI against numpy
-@pytest.mark.parametrize("chunk", CHUNKS)
-@pytest.mark.parametrize("scheme,count", [("equal_interval", 10), ("quantile", 7)])
-@pytest.mark.parametrize("layout", ["one file", "two files"])
+@pytest.mark.parametrize("layout,scheme,count,chunk", [
+    ("one file", "equal_interval", 10, 100), ("one file", "quantile", 7, 64),
+    ("two files", "equal_interval", 10, 64), ("two files", "quantile", 7, 100),
+])
 def test_ndvi_equals_numpy(tmp_path, layout, scheme, count, chunk):
     values = _rgbn_ndvi() if layout == "one file" else _rgbn_ndvi(red=_red_with_holes())
     want, edges = _classes(values, scheme, count)
@@ -146,7 +147,7 @@ def test_ndvi_equals_numpy(tmp_path, layout, scheme, count, chunk):
 def test_index_ndvi_equals_the_expression(tmp_path):
     bands = _one_file()
     a, la = _run(tmp_path, bands, "expr", classes={"scheme": "quantile", "count": 5})
-    b, lb = _run(tmp_path, bands, "index", classes={"scheme": "quantile", "count": 5}, index="ndvi")
+    b, lb = _run(tmp_path, bands, "index", classes={"scheme": "quantile", "count": 5}, index=" NDVI")
     np.testing.assert_array_equal(a, b)
     assert la["edges"] == lb["edges"] and lb["index"] == "ndvi" and lb["input"] == "index ndvi"
     want, _ = _classes(_rgbn_ndvi(), "quantile", 5)
@@ -252,6 +253,21 @@ def test_mask_raster_per_band(tmp_path):
     got, legend = _run(tmp_path, bands, "masked", classes={"scheme": "equal_interval", "count": 6})
     np.testing.assert_array_equal(got, want)
     assert (got[20:60, 30:200] == 0).all()
+
+
+def test_nodata_of_a_band_in_the_branch_not_taken(tmp_path):
+    """where(nir > 0, nir, red): red's nodata makes the pixel nodata although where picks nir
+    there (as QGIS's raster calculator: nodata in any band used is nodata in the result)."""
+    nir = _read(data_path(RGBN), 4)[0]
+    red = _red_with_holes()
+    n, r = nir.astype(np.float32), red.astype(np.float32)
+    values = np.where(n > 100, n, r)
+    values[(nir == 0) | (red == 0)] = np.nan
+    assert ((red == 0) & (nir > 100)).sum() > 100  # pixels where only the untaken branch is nodata
+    want, _ = _classes(values, "equal_interval", 5)
+    got, legend = _run(tmp_path, _split(tmp_path), "where", classes={"scheme": "equal_interval", "count": 5},
+                       expression="where(nir > 100, nir, red)", index=None)
+    np.testing.assert_array_equal(got, want)
 
 
 # ------------------------------------------------------------------------ refusals

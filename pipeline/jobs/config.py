@@ -443,6 +443,11 @@ class RunConfig(_Model):
             raise ValueError(f"classes.labels: {len(labels)} labels for {self.class_count} classes; give one per class")
         return self
 
+    @field_validator("index", mode="before")
+    @classmethod
+    def _index_name(cls, v):
+        return v.strip().lower() if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _one_input_key(self) -> "RunConfig":
         if self.bands is not None:
