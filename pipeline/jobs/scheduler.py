@@ -175,7 +175,7 @@ def gdal_env(cfg) -> dict:
     files (``.aux.xml`` nodata and scale/offset, ``.tfw`` world files, ``.msk`` masks) are
     found exactly as ``gdalinfo`` and QGIS find them."""
     env = {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb}
-    if cfg.input is not None and is_url(cfg.input):
+    if any(is_url(path) for path in getattr(cfg, "source_paths", (cfg.input,)) if path is not None):
         env["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
     return env
 
@@ -190,10 +190,19 @@ def runtime(cfg) -> Iterator[None]:
 
 def _need_of(cfg):
     """``threads -> bytes`` a worker needs for ``cfg``'s passes (:func:`task_need`), from the
-    input's header; the largest pixel type when the header cannot be read (the run then fails
-    on it with its own message)."""
+    input's header (for ``bands``: 8 bytes per pixel of each band); the largest pixel type when
+    the header cannot be read (the run then fails on it with its own message)."""
     itemsize, pixels = 8, cfg.processing.chunk ** 2
-    if cfg.input is not None:
+    bands = getattr(cfg, "bands", None)
+    if bands is not None:  # a derived band: per task every band's chunk and its float values
+        itemsize = 8 * len(bands)
+        try:
+            first = next(iter(bands.values()))
+            with rasterio.open(first.path) as src:
+                pixels = src.width * src.height
+        except Exception:
+            pass
+    elif cfg.input is not None:
         try:
             with rasterio.open(cfg.input) as src:
                 itemsize = np.dtype(src.dtypes[(cfg.band or 1) - 1]).itemsize
