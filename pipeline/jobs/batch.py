@@ -280,7 +280,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         with staging.active():
             job.result = run(job.config, prepared)
             input_fp = _input_fp(known, pending)
-            changed = changed_source(job.config, before)
+            changed = changed_source(before)
             if changed is not None:
                 # replaced or rewritten while the checksum read it, after the passes' own check
                 raise input_changed(changed)
@@ -294,7 +294,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         stopped = interrupt.received()
         if stopped is not None:  # a signal cut into a library, which then failed: the signal it is
             raise interrupt.Interrupted(stopped) from None
-        changed = changed_source(job.config, before)
+        changed = changed_source(before)
         if changed is not None:
             # replaced or rewritten while it was read: whatever the read made of it (a truncated
             # file reads as damaged), this is the error

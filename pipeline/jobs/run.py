@@ -56,14 +56,16 @@ def not_an_input(cfg: RunConfig, final: Path) -> None:
             raise ConfigError(f"output.path: {final} is {what}; choose another path")
 
 
-def identities(cfg: RunConfig) -> dict:
-    """The identity (:func:`pipeline.jobs.checksum.identity`) of every file the job reads."""
-    return {path: identity(path) for path in cfg.source_paths}
+def identities(cfg: RunConfig, scene: Scene | None = None) -> dict:
+    """The identity (:func:`pipeline.jobs.checksum.identity`) of every file the job reads: the
+    config's ``input`` or band files, and every file ``scene`` reads (``Scene.files``)."""
+    paths = dict.fromkeys((*cfg.source_paths, *(scene.files if scene is not None else ())))
+    return {path: identity(path) for path in paths}
 
 
-def changed_source(cfg: RunConfig, before: dict) -> str | None:
-    """The first file the job reads whose identity differs from ``before``, or None."""
-    return next((path for path, ident in identities(cfg).items() if before.get(path) != ident), None)
+def changed_source(before: dict) -> str | None:
+    """The first file of ``before`` (path -> identity) whose identity is no longer the same, or None."""
+    return next((path for path, ident in before.items() if identity(path) != ident), None)
 
 
 def preflight(cfg: RunConfig, *, header: bool = False) -> None:
@@ -264,6 +266,7 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     """
     before = identities(cfg)
     final, scene = prepared if prepared is not None else prepare(cfg)
+    before = identities(cfg, scene) | before  # files only the opened scene names (taken now)
     staging = None if current_staging() is not None else Staging()
     if staging is None:
         return _run(cfg, final, scene, before)
@@ -322,7 +325,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
                                         version=__version__, output=str(final), labels=labels)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
-                    changed = changed_source(cfg, before)
+                    changed = changed_source(before)
                     if changed is not None:
                         raise input_changed(changed)
                     if keep is not None:
