@@ -104,6 +104,7 @@ class Scene:
     gcps: tuple[GroundControlPoint, ...] = ()  # ground control points (transform is then identity)
     gcps_crs: CRS | None = None  # the CRS of the GCPs' x, y
     rpcs: RPC | None = None  # rational polynomial coefficients (sensor model), carried into COGs
+    sources: tuple[str, ...] = ()  # every file whose pixels it reads (a mosaic's inputs); empty: just ``path``
 
     @property
     def shape(self) -> tuple[int, int]:

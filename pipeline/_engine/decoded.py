@@ -275,11 +275,15 @@ def keep_place(scene: Scene, folder: Path, reuse: str, where: str, local: bool) 
 
 
 def decoding_costs(scene: Scene) -> bool:
-    """True for inputs worth decoding only once: compressed or remote."""
-    if is_url(scene.path):
-        return True
-    with rasterio.open(gdal_path(scene.path)) as src:
-        return src.compression is not None
+    """True for inputs worth decoding only once: compressed or remote (any of a scene's
+    ``sources``, such as a mosaic's inputs, else its ``path``)."""
+    for path in scene.sources or (scene.path,):
+        if is_url(path):
+            return True
+        with rasterio.open(gdal_path(path)) as src:
+            if src.compression is not None:
+                return True
+    return False
 
 
 @dataclasses.dataclass

@@ -23,13 +23,13 @@ from pathlib import Path
 from . import interrupt
 from .atomic import Staging, output_errors, remove, sweep
 from .collisions import check_collisions, read_paths
-from .checksum import identity, lowest_priority
+from .checksum import lowest_priority
 from .config import InputSpec, RunConfig, check_suffix
 from .lock import LOCK_NAME, LockedError, folder_lock  # noqa: F401  (LockedError: re-exported)
 from ..errors import BUG_EXIT_CODE, ConfigError, OutputError, SceneclassError, output_error  # noqa: F401
 from ..scene import is_url
 from .manifest import (
-    Verdict, config_hash, failure_path, fingerprint, judge, manifest_path, output_fingerprint, versions,
+    Verdict, config_hash, failure_path, input_fingerprint, judge, manifest_path, output_fingerprint, versions,
     write_manifest,
 )
 from ..products.extras import requested_paths
@@ -51,6 +51,7 @@ class Job:
     exit_code: int = 0
     seconds: float = 0.0
     result: object = None
+    mosaic: object = None  # the grid of a mosaic job (pipeline.mosaic.Mosaic), from the inputs' headers
 
 
 @dataclass
@@ -135,8 +136,8 @@ def plan(cfg: RunConfig) -> list[Job]:
         An output escapes the folder, two jobs write one file, a written path is a read one,
         or no input matched.
     """
-    jobs, owners = [], {}
-    for path, spec in expand_inputs(cfg):
+    jobs, owners = ([mosaic_job(cfg)] if cfg.output.mosaic else []), {}
+    for path, spec in ([] if cfg.output.mosaic else expand_inputs(cfg)):
         update = {"input": path, "inputs": None}
         if spec is not None:
             update.update(spec.overrides())
@@ -153,8 +154,33 @@ def plan(cfg: RunConfig) -> list[Job]:
     writes = [(run_folder(cfg, jobs) / LOCK_NAME, "the output folder's lock file", False)]
     for job in jobs:
         writes += written_paths(job)
-    check_collisions(writes, [r for job in jobs for r in read_paths(job.config.input)])
+    check_collisions(writes, [r for job in jobs for p in job.config.sources for r in read_paths(p)])
     return jobs
+
+
+def mosaic_job(cfg: RunConfig) -> Job:
+    """The one job of a mosaic: every input (globs expanded, in the order given) on one grid,
+    laid out from their headers (:func:`pipeline.mosaic.plan_mosaic`); no pixel is read.
+
+    Raises
+    ------
+    ConfigError
+        No input matched, or an input's CRS, resolution, pixel grid or data type differs.
+    InputError
+        An input is missing or unreadable.
+    """
+    from ..mosaic import label, plan_mosaic
+
+    entries = expand_inputs(cfg)
+    if not entries:
+        raise ConfigError("inputs: no input matched")
+    inputs = [InputSpec(path=p, band=spec.band) if spec is not None and spec.band is not None else p
+              for p, spec in entries]
+    job_cfg = cfg.model_copy(update={"inputs": inputs})
+    grid = plan_mosaic(job_cfg.members, cfg.output.order)
+    out = render_output(cfg, label(len(inputs)), cfg.band)
+    job_cfg = job_cfg.model_copy(update={"output": cfg.output.model_copy(update={"path": str(out), "folder": None})})
+    return Job(job_cfg, out, mosaic=grid)
 
 
 def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
@@ -165,7 +191,7 @@ def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
 def written_paths(job: Job) -> list[tuple[Path, str, bool]]:
     """Every path a job writes: (path, what it is, whether it is a folder replaced as a whole)."""
     out = job.output
-    paths = [(out, f"output for {job.config.input}", job.config.output.resolved_format == "zarr")]
+    paths = [(out, f"output for {job.config.input_name}", job.config.output.resolved_format == "zarr")]
     paths.append((manifest_path(out), f"manifest of {out.name}", False))
     if job.config.output.legend:
         paths.append((legend_path(out), f"legend of {out.name}", False))
@@ -212,11 +238,11 @@ def _failure(e: BaseException, job: Job) -> tuple[str, int]:
     if isinstance(e, SceneclassError):
         return str(e), e.exit_code
     if isinstance(e, OSError):
-        if e.filename is not None and str(e.filename) == job.config.input:
-            return f"{job.config.input}: cannot read the input: {e.strerror or e}", 1
+        if e.filename is not None and str(e.filename) in job.config.sources:
+            return f"{e.filename}: cannot read the input: {e.strerror or e}", 1
         err = output_error(e, job.output)
         return str(err), err.exit_code
-    return (f"{job.config.input} -> {job.output}: internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
+    return (f"{job.config.input_name} -> {job.output}: internal error (a bug in sceneclass): {type(e).__name__}: {e}; "
             "rerun with -vv for the traceback and report it"), BUG_EXIT_CODE
 
 
@@ -225,7 +251,8 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
     data = {
         "status": job.status,
         "error": job.error,
-        "input": redact(job.config.input),
+        "input": redact(job.config.input_name),
+        **_inputs(job),
         "output": str(job.output),
         "config_hash": config_hash(job.config),
         "input_fingerprint": input_fp,
@@ -240,6 +267,11 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
     write_manifest(manifest_path(job.output), data)
 
 
+def _inputs(job: Job) -> dict:
+    """A mosaic's inputs for its manifest (``inputs``); nothing for one input."""
+    return {"inputs": [redact(p) for p in job.config.sources]} if job.config.output.mosaic else {}
+
+
 def run_job(job: Job, log_errors: bool = True) -> None:
     """Run one job and record it: on success the output, legend, side files and manifest are
     put in place together (the manifest last); a run refused before writing changes nothing;
@@ -247,7 +279,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     its error to ``NAME.failed.json``. An input that changed while the job read it (passes or
     checksum) fails the job before anything is committed. SIGINT/SIGTERM (``KeyboardInterrupt``)
     propagate after the temporaries are removed."""
-    from .run import input_changed, prepare, run
+    from .run import changed_input, input_identity, prepare, run
 
     started = time.time()
     known = job.verdict.input_fp if job.verdict else None
@@ -255,9 +287,9 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     # releases the GIL), at the lowest CPU priority: it takes the cycles the passes leave idle
     # and finishes at full speed after them if it must (the command starts it even earlier:
     # pipeline.jobs.checksum.start_for_config, and this thread then waits for that result)
-    before = identity(job.config.input)  # the checksum and the passes must all see this file
+    before = input_identity(job.config)  # the checksum and the passes must all see these files
     pool = ThreadPoolExecutor(1, thread_name_prefix="sceneclass-checksum", initializer=lowest_priority)
-    pending = None if known else pool.submit(fingerprint, job.config.input)
+    pending = None if known else pool.submit(input_fingerprint, job.config)
     pool.shutdown(wait=False)
     refused = True
     staging = Staging()
@@ -267,9 +299,9 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         with staging.active():
             job.result = run(job.config, prepared)
             input_fp = _input_fp(known, pending)
-            if before is not None and identity(job.config.input) != before:
-                # replaced or rewritten while the checksum read it, after the passes' own check
-                raise input_changed(job.config.input)
+            changed = changed_input(job.config, before)
+            if changed is not None:  # replaced or rewritten while the checksum read it, after the passes' own check
+                raise changed
             job.status = "done"
             job.seconds = time.time() - started
             with output_errors(job.output):
@@ -280,10 +312,11 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         stopped = interrupt.received()
         if stopped is not None:  # a signal cut into a library, which then failed: the signal it is
             raise interrupt.Interrupted(stopped) from None
-        if before is not None and identity(job.config.input) != before:
+        changed = changed_input(job.config, before)
+        if changed is not None:
             # replaced or rewritten while it was read: whatever the read made of it (a truncated
             # file reads as damaged), this is the error
-            e = input_changed(job.config.input)
+            e = changed
         _failed(job, e)
     finally:
         staging.discard()
@@ -315,8 +348,9 @@ def _input_fp(known: dict | None, pending) -> dict | None:
 
 def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
     """The error of a failed run in ``NAME.failed.json`` (best effort: the disk may be full)."""
-    data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": redact(job.config.input),
-            "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
+    data = {"status": "failed", "error": job.error, "exit_code": job.exit_code,
+            "input": redact(job.config.input_name), **_inputs(job), "output": str(job.output),
+            "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
             "versions": versions(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "seconds": round(job.seconds, 3)}
     try:

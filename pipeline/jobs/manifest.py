@@ -67,6 +67,30 @@ def fingerprint(path: str) -> dict:
     return fp
 
 
+def input_fingerprint(job) -> dict:
+    """The fingerprint of a planned job's input (:func:`fingerprint`), or for a mosaic
+    (``output.mosaic``) ``{"inputs": [...]}``: each input's path, band and fingerprint, in order."""
+    if not job.output.mosaic:
+        return fingerprint(job.input)
+    return {"inputs": [{"path": redact(p), "band": b, **fingerprint(p)} for p, b in job.members]}
+
+
+def _judge_inputs(job, old: dict) -> Verdict:
+    """:func:`judge`'s input check for a mosaic: the same inputs (paths and bands, in order),
+    each unchanged (size and mtime, else its checksum)."""
+    was = old.get("inputs") or []
+    now = [(redact(p), b) for p, b in job.members]
+    if [(e.get("path"), e.get("band")) for e in was] != now:
+        return Verdict("changed", "the mosaic's inputs changed (added, removed, reordered or another band)")
+    if all(all(e.get(k) == v for k, v in quick_fingerprint(p).items()) for e, (p, _) in zip(was, job.members)):
+        return Verdict("up to date", "inputs unchanged (size, mtime)")
+    full = input_fingerprint(job)
+    for e, f, (p, _) in zip(was, full["inputs"], job.members):
+        if not f.get("sha256") or f.get("sha256") != e.get("sha256"):
+            return Verdict("changed", f"input changed: {redact(p)}", full)
+    return Verdict("up to date", "inputs touched, content unchanged", full)
+
+
 def versions() -> dict:
     import dask
     import numpy
@@ -126,7 +150,9 @@ def judge(job, output: Path, extra_files: list[Path]) -> Verdict:
     missing = [p.name for p in extra_files if not p.exists()]
     if missing:
         return Verdict("changed", f"missing {', '.join(missing)}")
-    old = man.get("input_fingerprint", {})
+    old = man.get("input_fingerprint") or {}
+    if job.output.mosaic:
+        return _judge_inputs(job, old)
     quick = quick_fingerprint(job.input)
     if all(old.get(k) == v for k, v in quick.items()):
         return Verdict("up to date", "input unchanged (size, mtime)")

@@ -40,10 +40,15 @@ class RunResult:
     passes: Passes | None = None  # extra passes over the input (the fit's kept results), for later products
 
 
+def _not_an_input(cfg: RunConfig, final: Path) -> None:
+    for path in cfg.sources:
+        if not is_url(path) and os.path.abspath(path) == str(final.absolute()):
+            raise ConfigError(f"output.path: {final} is the input file {path}; choose another path")
+
+
 def check_paths(cfg: RunConfig) -> Path:
     final = Path(cfg.output.path)
-    if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
-        raise ConfigError(f"output.path: {final} is the input file; choose another path")
+    _not_an_input(cfg, final)
     if final.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output.path: {final} exists (set output.overwrite: true to replace it)")
     return final
@@ -70,8 +75,7 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
     from ..products.extras import check_extras
 
     final = Path(cfg.output.path)
-    if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
-        raise ConfigError(f"output.path: {final} is the input file; choose another path")
+    _not_an_input(cfg, final)
     check_palette(cfg.palette, cfg.class_count)
     if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
         check_table_alpha(cfg.palette)
@@ -83,7 +87,8 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
 
 def open_input(cfg: RunConfig) -> Scene:
     """Open the job's input band lazily with every pixel setting of the config (nodata, valid
-    range, GDAL mask, QA mask raster, scale/offset, units); reads headers only.
+    range, GDAL mask, QA mask raster, scale/offset, units); reads headers only. A mosaic job
+    (``output.mosaic``) opens its inputs as one scene (:func:`pipeline.mosaic.open_mosaic`).
 
     Raises
     ------
@@ -91,6 +96,12 @@ def open_input(cfg: RunConfig) -> Scene:
         A missing band, a mask raster on another grid, a scale that is not positive, a file
         that cannot be read (naming the key or the file).
     """
+    if cfg.output.mosaic:
+        from ..mosaic import open_mosaic, plan_mosaic
+
+        return open_mosaic(plan_mosaic(cfg.members, cfg.output.order), cfg.nodata, cfg.processing.chunk,
+                           cfg.output.blocksize, valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
+                           scale=cfg.scale, offset=cfg.offset, units=cfg.units)
     return open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
                       valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
                       mask=cfg.mask.to_mask() if cfg.mask is not None else None,
@@ -143,6 +154,22 @@ def input_changed(path: str) -> InputError:
                       "nothing was written for it, run again")
 
 
+def input_identity(cfg: RunConfig) -> tuple:
+    """:func:`~pipeline.jobs.checksum.identity` of every file the job reads pixels from
+    (``cfg.sources``: its input, or a mosaic's inputs), in that order."""
+    return tuple(identity(p) for p in cfg.sources)
+
+
+def changed_input(cfg: RunConfig, before: tuple) -> InputError | None:
+    """The :func:`input_changed` error for the first source whose identity differs from
+    ``before`` (:func:`input_identity` taken earlier), or None when none changed (a source
+    that could not be stat'ed before, a missing file or a URL, is not compared)."""
+    for path, then, now in zip(cfg.sources, before, input_identity(cfg)):
+        if then is not None and now != then:
+            return input_changed(path)
+    return None
+
+
 #: share of a scene's pixels above which a validity source (nodata, valid range, mask) is suspicious
 REMOVES_MOST = 0.9
 
@@ -192,14 +219,14 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
 
 
 def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
-    """Classify ``cfg.input`` into ``cfg.output`` (+ legend and side files). Two passes:
-    statistics, then write.
+    """Classify ``cfg.input`` (or a mosaic of ``cfg.inputs``) into ``cfg.output`` (+ legend and
+    side files). Two passes: statistics, then write.
 
     Every file is written under a temporary name; without an active
     :class:`~pipeline.jobs.atomic.Staging` they are put in place when all are written, inside
     one the caller commits them (a batch adds the manifest first).
 
-    The input's identity (size, modification time, inode, device) is taken at the start and
+    The inputs' identities (size, modification time, inode, device) are taken at the start and
     checked once the passes have read every pixel, before the output replaces anything: an
     input that changed meanwhile fails the run (:class:`InputError`) and nothing is written.
 
@@ -217,7 +244,7 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     OutputError
         An output file could not be written (e.g. no space left); nothing was replaced.
     """
-    before = identity(cfg.input)
+    before = input_identity(cfg)
     final, scene = prepared if prepared is not None else prepare(cfg)
     staging = None if current_staging() is not None else Staging()
     if staging is None:
@@ -277,8 +304,9 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
                                         version=__version__, output=str(final), labels=labels)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
-                    if identity(cfg.input) != before:
-                        raise input_changed(cfg.input)
+                    changed = changed_input(cfg, before)
+                    if changed is not None:
+                        raise changed
                     if keep is not None:
                         keep.start_removal()
 
