@@ -165,11 +165,12 @@ def mosaic_job(cfg: RunConfig) -> Job:
     Raises
     ------
     ConfigError
-        No input matched, or an input's CRS, resolution, pixel grid or data type differs.
+        No input matched, or an input's CRS, resolution, pixel grid, data type or pixel
+        settings (nodata, scale/offset, units) differ.
     InputError
         An input is missing or unreadable.
     """
-    from ..mosaic import label, plan_mosaic
+    from ..mosaic import label, open_mosaic, plan_mosaic
 
     entries = expand_inputs(cfg)
     if not entries:
@@ -178,6 +179,9 @@ def mosaic_job(cfg: RunConfig) -> Job:
               for p, spec in entries]
     job_cfg = cfg.model_copy(update={"inputs": inputs})
     grid = plan_mosaic(job_cfg.members, cfg.output.order)
+    # the pixel settings every input must agree on (nodata, scale/offset, units), from the headers
+    open_mosaic(grid, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize, valid_range=cfg.valid_range,
+                gdal_mask=cfg.gdal_mask, scale=cfg.scale, offset=cfg.offset, units=cfg.units)
     out = render_output(cfg, label(len(inputs)), cfg.band)
     job_cfg = job_cfg.model_copy(update={"output": cfg.output.model_copy(update={"path": str(out), "folder": None})})
     return Job(job_cfg, out, mosaic=grid)
