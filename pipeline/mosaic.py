@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from .errors import ConfigError, InputError
 from .kernels import ValueRule
 from .scene import (
-    SUPPORTED_DTYPES, Scene, bounded_chunks, chunk_tuple, gdal_mask_kind, gdal_path, is_url, raster_errors,
+    SUPPORTED_DTYPES, Scene, bounded_chunks, check_layout, chunk_tuple, gdal_mask_kind, gdal_path, is_url, raster_errors,
     resolve_nodata_values,
 )
 
@@ -115,6 +115,7 @@ def _member(path: str, band: int) -> Member:
             with rasterio.open(gdal_path(path)) as src:
                 if band > src.count:
                     raise ConfigError(f"band: {path} has {src.count} band(s), band {band} was asked for")
+                check_layout(src, path, band)
                 i = band - 1
                 gcps = src.gcps[0]
                 member = Member(path, band, np.dtype(src.dtypes[i]), (src.height, src.width), src.transform,

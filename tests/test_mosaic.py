@@ -32,9 +32,11 @@ B_WIN = Window(500, 450, 600, 520)  # overlaps A by 300 x 250 pixels
 HOLE = (slice(10, 60), slice(20, 90))  # nodata pixels of B, inside the overlap with A
 
 
-def crop(path, win, *, source=B2, add=0, nodata=0, hole=False, crs=None, dtype=None, res=None, shift=(0, 0)):
+def crop(path, win, *, source=B2, add=0, nodata=0, hole=False, crs=None, dtype=None, res=None, shift=(0, 0),
+         masked_hole=False):
     """Write a window of a real scene as a GeoTIFF (128 tiles) georeferenced with the window's
-    transform; ``add`` offsets the valid pixels, ``hole`` punches nodata into the overlap."""
+    transform; ``add`` offsets the valid pixels, ``hole`` punches nodata into the overlap,
+    ``masked_hole`` flags the same pixels invalid in a GDAL per-dataset mask instead."""
     with rasterio.open(data_path(source)) as src:
         a = src.read(1, window=win)
         t = src.window_transform(win)
@@ -51,6 +53,10 @@ def crop(path, win, *, source=B2, add=0, nodata=0, hole=False, crs=None, dtype=N
     with rasterio.open(path, "w", driver="GTiff", width=out.shape[1], height=out.shape[0], count=1, dtype=dtype,
                        crs=crs, transform=t, nodata=nodata, tiled=True, blockxsize=128, blockysize=128) as dst:
         dst.write(out, 1)
+        if masked_hole:
+            mask = np.full(out.shape, 255, np.uint8)
+            mask[HOLE] = 0
+            dst.write_mask(mask)
     return path
 
 
@@ -229,6 +235,33 @@ def test_mosaic_equals_gdalbuildvrt(tmp_path, pair):
     np.testing.assert_array_equal(read_classes(out), ids)
     with rasterio.open(out) as dst:
         assert dst.transform == ref_t and dst.shape == ref.shape
+
+
+def test_gdal_masked_pixels_of_an_upper_input_are_transparent(tmp_path):
+    """GDAL's mask of an input (here an internal per-dataset mask) hides its pixels as nodata does."""
+    a = crop(tmp_path / "a.tif", A_WIN)
+    b = crop(tmp_path / "b.tif", B_WIN, add=1000, masked_hole=True)
+    with rasterio.open(b) as src:
+        assert src.mask_flag_enums[0] == [rasterio.enums.MaskFlags.per_dataset]
+        assert (src.read(1)[HOLE] > 1000).mean() > 0.9  # real values under the mask
+    (tmp_path / "ref").mkdir()
+    ref = crop(tmp_path / "ref" / "b.tif", B_WIN, add=1000, hole=True)  # the same, the hole as nodata
+    arr, ok, _ = merged([a, ref], 0)
+    classes = {"scheme": "quantile", "count": 6}
+    edges, ids = expected(arr, ok, classes)
+    out, _ = run_mosaic(tmp_path, [a, b], classes, 200)
+    np.testing.assert_array_equal(read_classes(out), ids)
+
+
+def test_a_damaged_input_is_named_and_nothing_is_written(tmp_path, pair, capfd):
+    size = pair[1].stat().st_size
+    with open(pair[1], "r+b") as f:
+        f.truncate(size // 2)
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(json.dumps({"inputs": ["a.tif", "b.tif"], "output": {"path": "out/m.tif", "mosaic": True}}))
+    code, err, _ = run_cli(capfd, "run", cfg)
+    assert code == 1 and str(pair[1]) in err and "truncated" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ refusals: exit 2, nothing written
