@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import dask
@@ -205,7 +205,7 @@ def plan_mosaic(members: list[tuple[str, int]], order: Order = "last_on_top") ->
     c0 = min(c for _, _, c in placed)
     height = max(r + m.shape[0] for m, r, _ in placed) - r0
     width = max(c + m.shape[1] for m, _, c in placed) - c0
-    out = tuple(Member(**{**m.__dict__, "row": r - r0, "col": c - c0}) for m, r, c in placed)
+    out = tuple(replace(m, row=r - r0, col=c - c0) for m, r, c in placed)
     if order == "first_on_top":
         out = out[::-1]
     return Mosaic(out, first.crs, first.transform * Affine.translation(c0, r0), (height, width), first.dtype, order)
@@ -330,6 +330,7 @@ def open_mosaic(mosaic: Mosaic, nodata="file", chunk: int = 2048, tile: int = 1,
         not positive.
     """
     ms = mosaic.members
+    given = ms[:: 1 if mosaic.order == "last_on_top" else -1]  # the order of the config
     dtype = mosaic.dtype
     values = _agreed(mosaic, "nodata", [resolve_nodata_values(m.declared_nodata, nodata, dtype) for m in ms])
     k_scale = _agreed(mosaic, "scale", [_setting(scale, m.scale, 1.0) for m in ms])
@@ -358,8 +359,8 @@ def open_mosaic(mosaic: Mosaic, nodata="file", chunk: int = 2048, tile: int = 1,
                              name=f"mosaic-gaps-{token}")
         mask_sources = ("pixels no input of the mosaic covers with a valid value",)
     return Scene(
-        path=label(len(ms)), band=ms[0].band, array=array, nodata=values[0] if values else None,
+        path=label(len(ms)), band=given[0].band, array=array, nodata=values[0] if values else None,
         crs=mosaic.crs, transform=mosaic.transform, nodata_values=tuple(values), valid_range=rng,
         scale=k_scale, offset=k_offset, units=k_units, mask=mask, mask_sources=mask_sources,
-        sources=tuple(m.path for m in ms[:: 1 if mosaic.order == "last_on_top" else -1]),
+        sources=tuple(m.path for m in given),
     )
