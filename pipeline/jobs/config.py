@@ -469,7 +469,8 @@ class RunConfig(_Model):
     @property
     def members(self) -> list[tuple[str, int]]:
         """(path, band) of every entry of ``inputs`` (a planned mosaic job's inputs are paths, not globs)."""
-        return [(e.path, e.band or self.band) if isinstance(e, InputSpec) else (e, self.band) for e in self.inputs or ()]
+        return [(e.path, e.band or self.band) if isinstance(e, InputSpec) else (e, self.band)
+                for e in self.inputs or ()]
 
     @property
     def sources(self) -> tuple[str, ...]:

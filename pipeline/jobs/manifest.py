@@ -82,13 +82,18 @@ def _judge_inputs(job, old: dict) -> Verdict:
     now = [(redact(p), b) for p, b in job.members]
     if [(e.get("path"), e.get("band")) for e in was] != now:
         return Verdict("changed", "the mosaic's inputs changed (added, removed, reordered or another band)")
-    if all(all(e.get(k) == v for k, v in quick_fingerprint(p).items()) for e, (p, _) in zip(was, job.members)):
+    touched = [not all(e.get(k) == v for k, v in quick_fingerprint(p).items()) for e, (p, _) in zip(was, job.members)]
+    if not any(touched):
         return Verdict("up to date", "inputs unchanged (size, mtime)")
-    full = input_fingerprint(job)
-    for e, f, (p, _) in zip(was, full["inputs"], job.members):
-        if not f.get("sha256") or f.get("sha256") != e.get("sha256"):
-            return Verdict("changed", f"input changed: {redact(p)}", full)
-    return Verdict("up to date", "inputs touched, content unchanged", full)
+    full, changed = [], []  # checksums of the touched inputs only; the others' records stand
+    for e, (p, b), again in zip(was, job.members, touched):
+        f = {"path": redact(p), "band": b, **fingerprint(p)} if again else e
+        if again and (not f.get("sha256") or f.get("sha256") != e.get("sha256")):
+            changed.append(redact(p))
+        full.append(f)
+    if changed:
+        return Verdict("changed", f"input changed: {', '.join(changed)}", {"inputs": full})
+    return Verdict("up to date", "inputs touched, content unchanged", {"inputs": full})
 
 
 def versions() -> dict:
