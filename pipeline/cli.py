@@ -229,6 +229,8 @@ def _report(batch, dry_run: bool) -> None:
     for job in batch.jobs:
         if dry_run:
             print(f"{job.verdict.status:<10} {job.output}  ({job.verdict.reason})")
+            if job.mosaic is not None:
+                _show_mosaic(job.mosaic.describe())
         elif job.status == "failed":
             print(f"failed     {job.output}  ({job.error})")
         else:
@@ -236,6 +238,18 @@ def _report(batch, dry_run: bool) -> None:
     if len(batch.jobs) > 1 and not dry_run:
         counts = {s: sum(j.status == s for j in batch.jobs) for s in ("done", "skipped", "failed")}
         print(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed")
+
+
+def _show_mosaic(grid: dict) -> None:
+    """A mosaic's grid and inputs under its dry-run line."""
+    from .urls import redact
+
+    left, bottom, right, top = grid["bounds"]
+    print(f"           mosaic of {len(grid['inputs'])} inputs, {grid['order'].replace('_', ' ')}: "
+          f"{grid['width']} x {grid['height']} pixels {grid['dtype']}, "
+          f"bounds {left:.12g} {bottom:.12g} {right:.12g} {top:.12g} ({grid['crs'] or 'no CRS'})")
+    for path in grid["inputs"]:
+        print(f"             {redact(path)}")
 
 
 def _fail(args, message: str, code: int) -> int:
@@ -294,8 +308,11 @@ def _main(args) -> int:
             from .urls import redact_data
 
             cfg = load_config(args.config, args.overrides)
-            check(cfg)
-            print(json.dumps(redact_data(cfg.model_dump(mode="json")), indent=2))
+            jobs = check(cfg)
+            shown = cfg.model_dump(mode="json")
+            if cfg.output.mosaic:  # the grid the inputs make, and the inputs the globs matched
+                shown["mosaic"] = jobs[0].mosaic.describe()
+            print(json.dumps(redact_data(shown), indent=2))
             return 0
         from contextlib import nullcontext
 
@@ -316,7 +333,7 @@ def _main(args) -> int:
         force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
         with progress_bars() if progress else nullcontext():
             batch = run_batch(cfg, force=force, dry_run=dry_run)
-        if cfg.inputs is None and batch.failed:  # a single scene: its error is the message
+        if (cfg.inputs is None or cfg.output.mosaic) and batch.failed:  # one job: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)
         _report(batch, dry_run)
         if args.command == "demo" and not batch.failed and not args.quiet:

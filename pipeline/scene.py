@@ -104,7 +104,7 @@ class Scene:
     gcps: tuple[GroundControlPoint, ...] = ()  # ground control points (transform is then identity)
     gcps_crs: CRS | None = None  # the CRS of the GCPs' x, y
     rpcs: RPC | None = None  # rational polynomial coefficients (sensor model), carried into COGs
-    sources: tuple[str, ...] = ()  # every file whose pixels the scene reads; empty: just ``path``
+    sources: tuple[str, ...] = ()  # every file whose pixels the scene reads (band files, a mosaic's inputs); empty: just ``path``
     derivation: object | None = None  # a derived band's recipe (pipeline.derived.Derivation), else None
 
     @property

@@ -276,7 +276,8 @@ def keep_place(scene: Scene, folder: Path, reuse: str, where: str, local: bool) 
 
 def decoding_costs(scene: Scene) -> bool:
     """True for inputs worth decoding only once: compressed or remote (any of the files a
-    scene reads, for a derived band: its chunks are then also computed only once)."""
+    scene reads: a derived band's band files, whose chunks are then also computed only once,
+    or a mosaic's inputs)."""
     for path in scene.files:
         if is_url(path):
             return True

@@ -51,6 +51,7 @@ class Job:
     exit_code: int = 0
     seconds: float = 0.0
     result: object = None
+    mosaic: object = None  # the grid of a mosaic job (pipeline.mosaic.Mosaic), from the inputs' headers
 
 
 @dataclass
@@ -142,8 +143,8 @@ def plan(cfg: RunConfig) -> list[Job]:
                     out)]
         _check_plan(cfg, jobs)
         return jobs
-    jobs, owners = [], {}
-    for path, spec in expand_inputs(cfg):
+    jobs, owners = ([mosaic_job(cfg)] if cfg.output.mosaic else []), {}
+    for path, spec in ([] if cfg.output.mosaic else expand_inputs(cfg)):
         update = {"input": path, "inputs": None}
         if spec is not None:
             update.update(spec.overrides())
@@ -167,7 +168,36 @@ def _check_plan(cfg: RunConfig, jobs: list[Job]) -> None:
     writes = [(run_folder(cfg, jobs) / LOCK_NAME, "the output folder's lock file", False)]
     for job in jobs:
         writes += written_paths(job)
-    check_collisions(writes, [r for job in jobs for path in job.config.source_paths for r in read_paths(path)])
+    check_collisions(writes, [r for job in jobs for path in job.config.sources for r in read_paths(path)])
+
+
+def mosaic_job(cfg: RunConfig) -> Job:
+    """The one job of a mosaic: every input (globs expanded, in the order given) on one grid,
+    laid out from their headers (:func:`pipeline.mosaic.plan_mosaic`); no pixel is read.
+
+    Raises
+    ------
+    ConfigError
+        No input matched, or an input's CRS, resolution, pixel grid, data type or pixel
+        settings (nodata, scale/offset, units) differ.
+    InputError
+        An input is missing or unreadable.
+    """
+    from ..mosaic import label, open_mosaic, plan_mosaic
+
+    entries = expand_inputs(cfg)
+    if not entries:
+        raise ConfigError("inputs: no input matched")
+    inputs = [InputSpec(path=p, band=spec.band) if spec is not None and spec.band is not None else p
+              for p, spec in entries]
+    job_cfg = cfg.model_copy(update={"inputs": inputs})
+    grid = plan_mosaic(job_cfg.members, cfg.output.order)
+    # the pixel settings every input must agree on (nodata, scale/offset, units), from the headers
+    open_mosaic(grid, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize, valid_range=cfg.valid_range,
+                gdal_mask=cfg.gdal_mask, scale=cfg.scale, offset=cfg.offset, units=cfg.units)
+    out = render_output(cfg, label(len(inputs)), cfg.band)
+    job_cfg = job_cfg.model_copy(update={"output": cfg.output.model_copy(update={"path": str(out), "folder": None})})
+    return Job(job_cfg, out, mosaic=grid)
 
 
 def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
@@ -225,7 +255,7 @@ def _failure(e: BaseException, job: Job) -> tuple[str, int]:
     if isinstance(e, SceneclassError):
         return str(e), e.exit_code
     if isinstance(e, OSError):
-        if e.filename is not None and str(e.filename) in job.config.source_paths:
+        if e.filename is not None and str(e.filename) in job.config.sources:
             return f"{e.filename}: cannot read the input: {e.strerror or e}", 1
         err = output_error(e, job.output)
         return str(err), err.exit_code
@@ -239,6 +269,7 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
         "status": job.status,
         "error": job.error,
         "input": redact(job.config.label),
+        **_inputs(job),
         "output": str(job.output),
         "config_hash": config_hash(job.config),
         "input_fingerprint": input_fp,
@@ -251,6 +282,11 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
         data.update(scheme=leg["scheme"], edges=leg["edges"],
                     counts=[c["count"] for c in leg["classes"]], nodata_pixels=leg["nodata_pixels"])
     write_manifest(manifest_path(job.output), data)
+
+
+def _inputs(job: Job) -> dict:
+    """A mosaic's inputs for its manifest (``inputs``); nothing for one input."""
+    return {"inputs": [redact(p) for p in job.config.sources]} if job.config.output.mosaic else {}
 
 
 def run_job(job: Job, log_errors: bool = True) -> None:
@@ -331,7 +367,7 @@ def _input_fp(known: dict | None, pending) -> dict | None:
 def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
     """The error of a failed run in ``NAME.failed.json`` (best effort: the disk may be full)."""
     data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": redact(job.config.label),
-            "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
+            **_inputs(job), "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
             "versions": versions(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "seconds": round(job.seconds, 3)}
     try:

@@ -23,6 +23,8 @@ from ..errors import ConfigError
 PATH_KEYS = ("input", "output.path", "output.folder", "mask.path")
 #: Placeholders an output path template may use (see :mod:`pipeline.batch`).
 TEMPLATE_FIELDS = ("stem", "name", "band", "scheme", "date")
+#: placeholders that name one input (a mosaic's single output cannot use them)
+PER_INPUT_FIELDS = ("stem", "name", "date")
 
 
 SchedulerAddress = Annotated[str, StringConstraints(pattern=r"^(tcp|tls|ucx|inproc)://\S+$")]
@@ -228,6 +230,28 @@ class Output(_Model):
     blocksize: int = Field(512, ge=64, le=4096)
     legend: bool = True
     overwrite: bool = True
+    #: one output from all ``inputs`` on a grid covering them (gdalbuildvrt semantics)
+    mosaic: bool = False
+    #: where mosaic inputs overlap: the later input wins (gdalbuildvrt's order) or the earlier one
+    mosaic_order: Literal["last_on_top", "first_on_top"] | None = None
+
+    @model_validator(mode="after")
+    def _mosaic_keys(self) -> "Output":
+        if self.mosaic_order is not None and not self.mosaic:
+            raise ValueError("output.mosaic_order: only applies with output.mosaic: true")
+        if self.mosaic:
+            import string
+
+            per_input = sorted({f for _, f, _, _ in string.Formatter().parse(self.path)} & set(PER_INPUT_FIELDS))
+            if per_input:
+                raise ValueError(f"output.path: a mosaic is one output; {{{per_input[0]}}} names one input "
+                                 "(use {band} or {scheme}, or a plain name)")
+        return self
+
+    @property
+    def order(self) -> str:
+        """The mosaic's stacking order (``last_on_top`` unless ``mosaic_order`` says otherwise)."""
+        return self.mosaic_order or "last_on_top"
 
     @field_validator("path")
     @classmethod
@@ -501,21 +525,50 @@ class RunConfig(_Model):
         except ConfigError as e:
             raise ValueError(str(e)) from None
 
+    @model_validator(mode="after")
+    def _mosaic_inputs(self) -> "RunConfig":
+        if not self.output.mosaic:
+            return self
+        if self.inputs is None:
+            raise ValueError("output.mosaic: a mosaic is made of inputs (a list of paths/globs), not input")
+        if self.mask is not None:
+            raise ValueError("mask: a mask raster lies on one input's grid; output.mosaic does not take one "
+                             "(mosaic the QA rasters separately or leave mask out)")
+        for i, entry in enumerate(self.inputs):
+            if isinstance(entry, InputSpec):
+                other = sorted(set(entry.overrides()) - {"band"})
+                if other:
+                    raise ValueError(f"inputs.{i}.{other[0]}: per-input settings other than band do not apply in a "
+                                     f"mosaic (output.mosaic); the top-level {other[0]} applies to every input")
+        return self
+
     @property
-    def source_paths(self) -> tuple[str, ...]:
-        """Every raster file a job of this config reads pixels from (masks aside): the band
-        files of ``bands`` (each once, in order), or ``input``; empty for a batch config."""
+    def members(self) -> list[tuple[str, int]]:
+        """(path, band) of every entry of ``inputs`` (a planned mosaic job's inputs are paths, not globs)."""
+        return [(e.path, e.band or self.band) if isinstance(e, InputSpec) else (e, self.band)
+                for e in self.inputs or ()]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every raster file a planned job reads pixels from (masks aside): the band files of
+        ``bands`` (each once, in order), a mosaic's inputs, or ``input``; empty for a batch config."""
         if self.bands is not None:
             return tuple(dict.fromkeys(b.path for b in self.bands.values()))
+        if self.output.mosaic:
+            return tuple(p for p, _ in self.members)
         return (self.input,) if self.input is not None else ()
 
     @property
-    def label(self) -> str | None:
-        """What a job of this config classifies, for logs and messages: ``input``, or
-        ``index NAME`` / ``expression TEXT`` for ``bands``."""
+    def label(self) -> str:
+        """What a planned job classifies, for logs and messages: ``input``, ``mosaic of N inputs``,
+        or ``index NAME`` / ``expression TEXT`` for ``bands``."""
         if self.bands is not None:
             return f"index {self.index}" if self.index is not None else f"expression {self.expression.strip()}"
-        return self.input
+        if self.output.mosaic:
+            from ..mosaic import label
+
+            return label(len(self.members))
+        return str(self.input)
 
     @property
     def class_count(self) -> int:

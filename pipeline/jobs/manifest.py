@@ -76,7 +76,8 @@ def fingerprint(path: str) -> dict:
 
 def input_fingerprint(job, quick: bool = False) -> dict:
     """The fingerprint of every file a job reads: :func:`fingerprint` of its ``input``, or for
-    a ``bands`` job ``{"files": {path: fingerprint}}`` of every band file.
+    a ``bands`` job ``{"files": {path: fingerprint}}`` of every band file, or for a mosaic
+    (``output.mosaic``) ``{"inputs": [...]}``: each input's path, band and fingerprint, in order.
 
     Parameters
     ----------
@@ -95,9 +96,11 @@ def input_fingerprint(job, quick: bool = False) -> dict:
         A file is missing or unreadable.
     """
     fp = quick_fingerprint if quick else fingerprint
+    if job.output.mosaic:
+        return {"inputs": [{"path": redact(p), "band": b, **fp(p)} for p, b in job.members]}
     if getattr(job, "bands", None) is None:
         return fp(job.input)
-    return {"files": {redact(path): fp(path) for path in job.source_paths}}
+    return {"files": {redact(path): fp(path) for path in job.sources}}
 
 
 def _per_file(fp: dict | None) -> dict:
@@ -116,6 +119,27 @@ def _same(old: dict | None, new: dict, key: str | None = None) -> bool:
     if key is not None:
         return all(b[p].get(key) and a[p].get(key) == b[p][key] for p in b)
     return all(isinstance(a[p], dict) and all(a[p].get(k) == v for k, v in b[p].items()) for p in b)
+
+
+def _judge_inputs(job, old: dict) -> Verdict:
+    """:func:`judge`'s input check for a mosaic: the same inputs (paths and bands, in order),
+    each unchanged (size and mtime, else its checksum)."""
+    was = old.get("inputs") or []
+    now = [(redact(p), b) for p, b in job.members]
+    if [(e.get("path"), e.get("band")) for e in was] != now:
+        return Verdict("changed", "the mosaic's inputs changed (added, removed, reordered or another band)")
+    touched = [not all(e.get(k) == v for k, v in quick_fingerprint(p).items()) for e, (p, _) in zip(was, job.members)]
+    if not any(touched):
+        return Verdict("up to date", "inputs unchanged (size, mtime)")
+    full, changed = [], []  # checksums of the touched inputs only; the others' records stand
+    for e, (p, b), again in zip(was, job.members, touched):
+        f = {"path": redact(p), "band": b, **fingerprint(p)} if again else e
+        if again and (not f.get("sha256") or f.get("sha256") != e.get("sha256")):
+            changed.append(redact(p))
+        full.append(f)
+    if changed:
+        return Verdict("changed", f"input changed: {', '.join(changed)}", {"inputs": full})
+    return Verdict("up to date", "inputs touched, content unchanged", {"inputs": full})
 
 
 def versions() -> dict:
@@ -178,6 +202,8 @@ def judge(job, output: Path, extra_files: list[Path]) -> Verdict:
     if missing:
         return Verdict("changed", f"missing {', '.join(missing)}")
     old = man.get("input_fingerprint") or {}
+    if job.output.mosaic:
+        return _judge_inputs(job, old)
     if _same(old, input_fingerprint(job, quick=True)):
         return Verdict("up to date", "input unchanged (size, mtime)")
     full = input_fingerprint(job)

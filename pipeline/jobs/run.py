@@ -50,16 +50,17 @@ def check_paths(cfg: RunConfig) -> Path:
 
 def not_an_input(cfg: RunConfig, final: Path) -> None:
     """Refuse an output path that is one of the files the job reads (``input`` or a band file)."""
-    for path in cfg.source_paths:
+    for path in cfg.sources:
         if not is_url(path) and os.path.abspath(path) == str(final.absolute()):
-            what = "the input file" if cfg.bands is None else "a band file under bands"
+            what = ("the input file" if cfg.bands is None and not cfg.output.mosaic else
+                    f"the input file {path}" if cfg.output.mosaic else "a band file under bands")
             raise ConfigError(f"output.path: {final} is {what}; choose another path")
 
 
 def identities(cfg: RunConfig, scene: Scene | None = None) -> dict:
     """The identity (:func:`pipeline.jobs.checksum.identity`) of every file the job reads: the
     config's ``input`` or band files, and every file ``scene`` reads (``Scene.files``)."""
-    paths = dict.fromkeys((*cfg.source_paths, *(scene.files if scene is not None else ())))
+    paths = dict.fromkeys((*cfg.sources, *(scene.files if scene is not None else ())))
     return {path: identity(path) for path in paths}
 
 
@@ -103,7 +104,8 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
 
 def open_input(cfg: RunConfig) -> Scene:
     """Open the job's input band lazily with every pixel setting of the config (nodata, valid
-    range, GDAL mask, QA mask raster, scale/offset, units); reads headers only.
+    range, GDAL mask, QA mask raster, scale/offset, units); reads headers only. A mosaic job
+    (``output.mosaic``) opens its inputs as one scene (:func:`pipeline.mosaic.open_mosaic`).
 
     Raises
     ------
@@ -113,6 +115,12 @@ def open_input(cfg: RunConfig) -> Scene:
     """
     if cfg.bands is not None:
         return open_derived(cfg)
+    if cfg.output.mosaic:
+        from ..mosaic import open_mosaic, plan_mosaic
+
+        return open_mosaic(plan_mosaic(cfg.members, cfg.output.order), cfg.nodata, cfg.processing.chunk,
+                           cfg.output.blocksize, valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
+                           scale=cfg.scale, offset=cfg.offset, units=cfg.units)
     return open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
                       valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
                       mask=cfg.mask.to_mask() if cfg.mask is not None else None,
@@ -239,14 +247,14 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
 
 
 def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
-    """Classify ``cfg.input`` into ``cfg.output`` (+ legend and side files). Two passes:
-    statistics, then write.
+    """Classify ``cfg.input`` (or a mosaic of ``cfg.inputs``) into ``cfg.output`` (+ legend and
+    side files). Two passes: statistics, then write.
 
     Every file is written under a temporary name; without an active
     :class:`~pipeline.jobs.atomic.Staging` they are put in place when all are written, inside
     one the caller commits them (a batch adds the manifest first).
 
-    The input's identity (size, modification time, inode, device) is taken at the start and
+    The inputs' identities (size, modification time, inode, device) are taken at the start and
     checked once the passes have read every pixel, before the output replaces anything: an
     input that changed meanwhile fails the run (:class:`InputError`) and nothing is written.
 

@@ -175,7 +175,7 @@ def gdal_env(cfg) -> dict:
     files (``.aux.xml`` nodata and scale/offset, ``.tfw`` world files, ``.msk`` masks) are
     found exactly as ``gdalinfo`` and QGIS find them."""
     env = {"GDAL_CACHEMAX": cfg.processing.gdal_cache_mb}
-    if any(is_url(path) for path in getattr(cfg, "source_paths", (cfg.input,)) if path is not None):
+    if any(is_url(p) for p in cfg.sources):
         env["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
     return env
 

@@ -114,6 +114,7 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
     return {
         "sceneclass_version": version,
         "input": redact(scene.path),
+        **({"inputs": [redact(p) for p in scene.sources]} if getattr(scene, "sources", ()) else {}),
         "band": scene.band,
         "dtype": str(scene.dtype),
         "shape": list(scene.shape),
