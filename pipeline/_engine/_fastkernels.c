@@ -3,6 +3,7 @@
  * not built, and the tests check both agree):
  *
  *   hist16(values, counts)    counts[v] += 1 for every uint16 v
+ *   hist8(values, counts)     counts[v] += 1 for every uint8 v (class ids)
  *   lut16(values, lut, out)   out[i] = lut[values[i]] for a 65,536-entry uint8 table
  *
  * and, for float32/float64 pixels (``itemsize`` 4 or 8; valid: finite and not ``nodata``):
@@ -82,6 +83,39 @@ static PyObject *hist16(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *hist8(PyObject *self, PyObject *args) {
+    Py_buffer values, counts;
+    if (!PyArg_ParseTuple(args, "y*w*:hist8", &values, &counts))
+        return NULL;
+    if (counts.len != 256 * (Py_ssize_t)sizeof(int64_t)) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&counts);
+        PyErr_SetString(PyExc_ValueError, "hist8: values must be uint8, counts int64[256]");
+        return NULL;
+    }
+    const uint8_t *v = (const uint8_t *)values.buf;
+    int64_t *out = (int64_t *)counts.buf;
+    Py_ssize_t n = values.len;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t t[4][256];
+    memset(t, 0, sizeof(t));
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        t[0][v[i]]++;
+        t[1][v[i + 1]]++;
+        t[2][v[i + 2]]++;
+        t[3][v[i + 3]]++;
+    }
+    for (; i < n; i++)
+        t[0][v[i]]++;
+    for (int k = 0; k < 256; k++)
+        out[k] += t[0][k] + t[1][k] + t[2][k] + t[3][k];
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&counts);
+    Py_RETURN_NONE;
+}
+
 static PyObject *lut16(PyObject *self, PyObject *args) {
     Py_buffer values, lut, out;
     if (!PyArg_ParseTuple(args, "y*y*w*:lut16", &values, &lut, &out))
@@ -139,11 +173,11 @@ static inline uint64_t key_of(const void *buf, int itemsize, Py_ssize_t i) {
     if (itemsize == 4) {
         uint32_t u;
         memcpy(&u, (const char *)buf + 4 * i, 4);
-        return (u & 0x80000000u) ? (uint32_t)~u : (u | 0x80000000u);
+        return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
     }
     uint64_t u;
     memcpy(&u, (const char *)buf + 8 * i, 8);
-    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+    return u ^ ((uint64_t)((int64_t)u >> 63) | 0x8000000000000000ull);
 }
 
 static int check_floats(Py_buffer *values, int itemsize, const char *name) {
@@ -224,9 +258,11 @@ static PyObject *fkeyhist(PyObject *self, PyObject *args) {
         PyBuffer_Release(&counts);
         return NULL;
     }
-    /* a pixel's top 16 key bits first settle, for almost all pixels, that its prefix is in none */
-    uint8_t *maybe = calloc(BINS, 1);
-    if (maybe == NULL) {
+    /* a pixel's top 16 key bits settle, for almost all pixels, that its prefix is in none, and
+     * where they begin exactly one prefix of 16 bits (float32), its row: row[top] is -1 for no
+     * prefix, -2 for several (then a binary search), else the row */
+    int32_t *row = malloc(BINS * sizeof(int32_t));
+    if (row == NULL) {
         PyBuffer_Release(&values);
         PyBuffer_Release(&prefixes);
         PyBuffer_Release(&counts);
@@ -234,18 +270,27 @@ static PyObject *fkeyhist(PyObject *self, PyObject *args) {
     }
     const uint64_t *pre = prefixes.buf;
     int bits = itemsize * 8, pre_bits = bits - shift - 16;
-    for (Py_ssize_t r = 0; r < rows; r++)
-        maybe[(pre[r] >> (pre_bits - 16)) & 0xFFFF] = 1;
+    for (Py_ssize_t k = 0; k < BINS; k++)
+        row[k] = -1;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        int32_t *slot = &row[(pre[r] >> (pre_bits - 16)) & 0xFFFF];
+        *slot = (*slot == -1 && pre_bits == 16) ? (int32_t)r : -2;
+    }
     int64_t *out = counts.buf;
     Py_ssize_t n = values.len / itemsize;
     const void *buf = values.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t key = key_of(buf, itemsize, i);
-        if (!maybe[key >> (bits - 16)])
+        int32_t r = row[key >> (bits - 16)];
+        if (r == -1)
             continue;
         if (!valid(pixel(buf, itemsize, i), &rule))
             continue;
+        if (r >= 0) {
+            out[r * BINS + ((key >> shift) & 0xFFFF)]++;
+            continue;
+        }
         uint64_t p = key >> (shift + 16);
         Py_ssize_t a = 0, b = rows;  /* the first prefix >= p */
         while (a < b) {
@@ -259,12 +304,94 @@ static PyObject *fkeyhist(PyObject *self, PyObject *args) {
             out[a * BINS + ((key >> shift) & 0xFFFF)]++;
     }
     Py_END_ALLOW_THREADS
-    free(maybe);
+    free(row);
     PyBuffer_Release(&values);
     PyBuffer_Release(&prefixes);
     PyBuffer_Release(&counts);
     Py_RETURN_NONE;
 }
+
+/* the value of a key (the inverse of key_of) as a double */
+static inline double value_of_key(uint64_t key, int itemsize) {
+    if (itemsize == 4) {
+        uint32_t k = (uint32_t)key, u = (k & 0x80000000u) ? (k ^ 0x80000000u) : ~k;
+        float f;
+        memcpy(&f, &u, 4);
+        return (double)f;
+    }
+    uint64_t u = (key & 0x8000000000000000ull) ? (key ^ 0x8000000000000000ull) : ~key;
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+/* numpy.searchsorted(e, v, side="right"): the edges <= v */
+static inline Py_ssize_t edges_at_or_below(const double *e, Py_ssize_t ne, double v) {
+    Py_ssize_t a = 0, b = ne;
+    while (a < b) {
+        Py_ssize_t m = (a + b) / 2;
+        if (e[m] <= v)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
+static inline uint8_t class_of(const double *e, Py_ssize_t ne, double v, const rule_t *rule) {
+    Py_ssize_t last = ne - 1;
+    if (!(v >= e[0] && v <= e[last]) || (rule->has_nodata && v == rule->nodata))  /* NaN fails both */
+        return 0;
+    return v == e[last] ? (uint8_t)last : (uint8_t)edges_at_or_below(e, ne, v);
+}
+
+#define SLOW 0xFFFF
+#define SUB_BITS 8
+#define SUB_SIZE (1 << SUB_BITS)
+#define MAX_SPLIT 1024
+
+/* Class of every bucket of keys [first + k * width, first + (k + 1) * width), k < count, into
+ * out[k]: where the bucket's values all get one class (no edge, no nodata value, NaN or
+ * infinity inside), that class, else SLOW. Buckets in key order are in value order, so one walk
+ * along the edges serves them all. */
+static void fill_buckets(uint16_t *out, uint64_t first, uint64_t width, Py_ssize_t count, int itemsize,
+                         const double *e, Py_ssize_t ne, const rule_t *rule) {
+    Py_ssize_t j = -1;  /* edges <= the current bucket's first value (-1: not found yet) */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        uint64_t start = first + (uint64_t)k * width;
+        double lo = value_of_key(start, itemsize), hi = value_of_key(start + (width - 1), itemsize);
+        out[k] = SLOW;
+        if (!isfinite(lo) || !isfinite(hi) || (rule->has_nodata && lo <= rule->nodata && rule->nodata <= hi)
+            || lo == e[ne - 1])
+            continue;
+        if (j < 0)
+            j = edges_at_or_below(e, ne, lo);
+        while (j < ne && e[j] <= lo)
+            j++;
+        if (j < ne && e[j] <= hi)  /* an edge inside */
+            continue;
+        out[k] = (j == 0 || j == ne) ? 0 : (uint16_t)j;
+    }
+}
+
+/* the per-pixel loop of fclassify, one per pixel type: two dependent look-ups, no branch but
+ * the rare one to the pixel-by-pixel path */
+#define CLASSIFY_LOOP(NAME, FLOAT, UINT, SINT, BITS)                                                    \
+    static void NAME(const void *buf, Py_ssize_t n, const uint16_t *top, const uint16_t *subs,            \
+                     const double *e, Py_ssize_t ne, const rule_t *rule, uint8_t *dst) {                  \
+        const UINT *u = (const UINT *)buf;                                                                \
+        const FLOAT *f = (const FLOAT *)buf;                                                              \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                              \
+            UINT key = u[i] ^ ((UINT)((SINT)u[i] >> (BITS - 1)) | ((UINT)1 << (BITS - 1)));                \
+            uint16_t t = subs[((Py_ssize_t)top[key >> (BITS - 16)] << SUB_BITS)                           \
+                              + (Py_ssize_t)((key >> (BITS - 16 - SUB_BITS)) & (SUB_SIZE - 1))];          \
+            if (t == SLOW)                                                                                \
+                t = class_of(e, ne, (double)f[i], rule);                                                  \
+            dst[i] = (uint8_t)t;                                                                          \
+        }                                                                                                 \
+    }
+CLASSIFY_LOOP(classify_loop32, float, uint32_t, int32_t, 32)
+CLASSIFY_LOOP(classify_loop64, double, uint64_t, int64_t, 64)
 
 static PyObject *fclassify(PyObject *self, PyObject *args) {
     Py_buffer values, edges, out;
@@ -276,7 +403,15 @@ static PyObject *fclassify(PyObject *self, PyObject *args) {
     Py_ssize_t ne = edges.len / (Py_ssize_t)sizeof(double);
     int bad = check_floats(&values, itemsize, "fclassify") < 0 || parse_nodata(nodata_obj, &rule) < 0;
     if (!bad && (edges.len % sizeof(double) != 0 || ne < 2 || ne > 256 || out.len != values.len / itemsize)) {
-        PyErr_SetString(PyExc_ValueError, "fclassify: edges float64[2..256], out uint8[n]");
+        PyErr_SetString(PyExc_ValueError, "fclassify: edges float64[2..256] (sorted), out uint8[n]");
+        bad = 1;
+    }
+    /* top: the sub-table of each bucket of the top 16 key bits; subs: sub-tables of SUB_SIZE
+     * entries for the next 8 bits: one of one class each (0 .. ne - 1), one all SLOW, then
+     * one per bucket split by an edge */
+    uint16_t *top = bad ? NULL : malloc((BINS + (ne + 1 + MAX_SPLIT) * SUB_SIZE) * sizeof(uint16_t));
+    if (!bad && top == NULL) {
+        PyErr_NoMemory();
         bad = 1;
     }
     if (bad) {
@@ -286,32 +421,40 @@ static PyObject *fclassify(PyObject *self, PyObject *args) {
         return NULL;
     }
     const double *e = edges.buf;
-    const void *buf = values.buf;
     uint8_t *dst = out.buf;
-    Py_ssize_t n = out.len, last = ne - 1;
-    double lo = e[0], hi = e[last];
+    uint16_t *subs = top + BINS;
+    Py_ssize_t n = out.len;
+    int low = itemsize * 8 - 16, sub_low = low - SUB_BITS;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double v = pixel(buf, itemsize, i);
-        uint8_t c = 0;
-        if (v >= lo && v <= hi && !(rule.has_nodata && v == rule.nodata)) {  /* NaN fails both */
-            if (v == hi) {
-                c = (uint8_t)last;
-            } else {
-                Py_ssize_t a = 0, b = ne;  /* edges <= v: the first edge > v */
-                while (a < b) {
-                    Py_ssize_t m = (a + b) / 2;
-                    if (e[m] <= v)
-                        a = m + 1;
-                    else
-                        b = m;
-                }
-                c = (uint8_t)a;
-            }
+    /* The pixels whose keys share their top 16 bits form one interval of values; where every
+     * value of it gets one class, its sub-table is that class's. Buckets with an edge inside
+     * are split by the next 8 key bits (an edge lies in few of those); the rest, and NaN,
+     * infinities and nodata, are classified pixel by pixel. */
+    for (Py_ssize_t c = 0; c <= ne; c++)
+        for (Py_ssize_t k = 0; k < SUB_SIZE; k++)
+            subs[(c << SUB_BITS) + k] = c < ne ? (uint16_t)c : SLOW;
+    fill_buckets(top, 0, (uint64_t)1 << low, BINS, itemsize, e, ne, &rule);
+    Py_ssize_t split = 0;
+    for (Py_ssize_t b = 0; b < BINS; b++) {
+        if (top[b] != SLOW) {
+            continue;  /* the class's own sub-table: index = class */
         }
-        dst[i] = c;
+        uint64_t start = (uint64_t)b << low;
+        double lo = value_of_key(start, itemsize), hi = value_of_key(start + (((uint64_t)1 << low) - 1), itemsize);
+        if (split == MAX_SPLIT || !isfinite(lo) || !isfinite(hi)) {
+            top[b] = (uint16_t)ne;  /* all SLOW */
+            continue;
+        }
+        Py_ssize_t index = ne + 1 + split++;
+        fill_buckets(subs + (index << SUB_BITS), start, (uint64_t)1 << sub_low, SUB_SIZE, itemsize, e, ne, &rule);
+        top[b] = (uint16_t)index;
     }
+    if (itemsize == 4)
+        classify_loop32(values.buf, n, top, subs, e, ne, &rule, dst);
+    else
+        classify_loop64(values.buf, n, top, subs, e, ne, &rule, dst);
     Py_END_ALLOW_THREADS
+    free(top);
     PyBuffer_Release(&values);
     PyBuffer_Release(&edges);
     PyBuffer_Release(&out);
@@ -373,6 +516,7 @@ static PyObject *fbinned(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"hist16", hist16, METH_VARARGS, "hist16(values, counts): counts[v] += 1 for every uint16 value"},
+    {"hist8", hist8, METH_VARARGS, "hist8(values, counts): counts[v] += 1 for every uint8 value"},
     {"lut16", lut16, METH_VARARGS, "lut16(values, lut, out): out[i] = lut[values[i]] (uint16 -> uint8)"},
     {"fscan", fscan, METH_VARARGS, "fscan(values, itemsize, nodata, top): (count, min, max) of valid floats"},
     {"fkeyhist", fkeyhist, METH_VARARGS, "fkeyhist(values, itemsize, nodata, shift, prefixes, counts)"},
