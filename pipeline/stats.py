@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from dask.core import flatten
 
 from .scene import Scene
 from . import kernels
@@ -208,6 +209,29 @@ def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | Non
     )
 
 
+def _as_is(x: np.ndarray, axis=None, keepdims=None) -> np.ndarray:
+    return x
+
+
+def _add_rows(parts, axis=None, keepdims=False) -> np.ndarray:
+    total = None
+    for p in flatten(parts, container=list):
+        if total is None:
+            total = np.array(p, copy=True)
+        else:
+            total += p
+    return total if keepdims else total.reshape(total.shape[-1])
+
+
+def sum_blocks(parts: da.Array, split_every: int = 4) -> da.Array:
+    """The per-block rows of :func:`reduce_blocks` (ny, nx, length) summed over the blocks:
+    (length,), in ``parts.dtype``. A tree of in-place additions of ``split_every`` rows per
+    task: dask's ``sum`` first concatenates up to 16 rows per task, and a refine pass's rows
+    are megabytes each."""
+    return da.reduction(parts, _as_is, _add_rows, combine=_add_rows, axis=(0, 1), dtype=parts.dtype,
+                        concatenate=False, split_every=split_every, meta=np.empty((0,), parts.dtype))
+
+
 # ------------------------------------------------------------------- the result
 @dataclass(frozen=True)
 class Stats:
@@ -355,7 +379,7 @@ def binned(stats: Stats, scene: Scene, bins: int = RADIX) -> tuple[np.ndarray, n
         x, nodata = scene.values()
         parts = reduce_blocks(x, block_binned, 2 * bins, np.float64, nodata=nodata, edges=edges)
         log.info("%d-bin histogram: one more pass over %s", bins, scene.path)
-        (res,) = dask.compute(parts.sum(axis=(0, 1)))
+        (res,) = dask.compute(sum_blocks(parts))
     return edges, res[:bins].astype(np.int64), res[bins:]
 
 
@@ -512,7 +536,7 @@ def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndar
     x, nodata = scene.values()
     parts = reduce_blocks(x, block_key_hist, length, np.int64, nodata=nodata, prefixes=prefixes, shift=shift)
     log.info("refining order statistics: one more pass over %s (%d bits left)", scene.path, shift + DIGIT)
-    (hist,) = dask.compute(parts.sum(axis=(0, 1), dtype=np.int64))
+    (hist,) = dask.compute(sum_blocks(parts))
     return hist
 
 
@@ -522,9 +546,9 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
         k = hist_length(scene.dtype)
         if scene.mask is None:
             parts = reduce_blocks(scene.array, block_hist, k, np.int64)
-            return {"hist": parts.sum(axis=(0, 1), dtype=np.int64)}
+            return {"hist": sum_blocks(parts)}
         parts = reduce_blocks(scene.array, block_hist_split, 2 * k, np.int64, mask=scene.mask)
-        total = parts.sum(axis=(0, 1), dtype=np.int64)
+        total = sum_blocks(parts)
         return {"hist": total[:k], "masked_hist": total[k:]}
     x, nodata = scene.values()
     if distribution:  # the summary and the top key histogram from one scan of each block
@@ -537,7 +561,7 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
         "max": parts[..., 2].max(),
     }
     if distribution:
-        graph["top_hist"] = parts[..., 3:].sum(axis=(0, 1)).astype(np.int64)
+        graph["top_hist"] = sum_blocks(parts[..., 3:]).astype(np.int64)
     rule = scene.rule
     if not scene.plain() or (scene.dtype.kind == "f" and rule.nodata):  # who removed which pixels
         removed = reduce_blocks(scene.array, block_removed, len(rule.nodata) + 3, np.float64,
