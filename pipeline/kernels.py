@@ -249,6 +249,10 @@ def lookup_block(block: np.ndarray, lut: np.ndarray, out: np.ndarray | None = No
     if _fastkernels is not None and flat.dtype == np.uint16 and lut.shape == (65536,) and lut.dtype == np.uint8:
         _fastkernels.lut16(flat, np.ascontiguousarray(lut), out)  # 2.5x the pieces below (bench_kernels.py)
         return out.reshape(block.shape)
+    if (_fastkernels is not None and flat.dtype in (np.uint8, np.uint16) and lut.ndim == 2
+            and 2 <= lut.shape[1] <= 4 and lut.shape[0] == 1 << (8 * flat.itemsize) and lut.dtype == np.uint8):
+        _fastkernels.lutn(flat, flat.itemsize, np.ascontiguousarray(lut), lut.shape[1], out)  # colours
+        return out.reshape(block.shape + lut.shape[1:])
     # a table over every bit pattern cannot be indexed out of range: no bounds check, and
     # np.take writes straight into ``out`` (with mode="raise" it goes through a buffer)
     mode = "clip" if lut.shape[0] > np.iinfo(flat.dtype).max else "raise"
@@ -274,7 +278,7 @@ def to_band_first(block: np.ndarray) -> np.ndarray:
 
 def colorize_block(classes: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """(y, x) class ids -> (band, y, x) uint8 colours; ``colors[0]`` is the nodata colour."""
-    return to_band_first(colors[classes])
+    return to_band_first(lookup_block(classes, colors))
 
 
 def bincount_block(block: np.ndarray, length: int) -> np.ndarray:

@@ -5,6 +5,9 @@
  *   hist16(values, counts)    counts[v] += 1 for every uint16 v
  *   hist8(values, counts)     counts[v] += 1 for every uint8 v (class ids)
  *   lut16(values, lut, out)   out[i] = lut[values[i]] for a 65,536-entry uint8 table
+ *   lutn(values, itemsize, lut, bands, out)
+ *                             the same with 2-4 bytes (colours) per entry, for uint8 or uint16
+ *                             values, pixel-interleaved
  *
  * and, for float32/float64 pixels (``itemsize`` 4 or 8; valid: finite and not ``nodata``):
  *
@@ -514,10 +517,52 @@ static PyObject *fbinned(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* out[i * bands + b] = lut[v[i] * bands + b]: colours (bands 2..4) of uint8 class ids or of
+ * uint16 values, pixel-interleaved */
+#define LUTN_LOOP(UINT, BANDS)                                                                          \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                                \
+        const uint8_t *src = table + (Py_ssize_t)((const UINT *)v)[i] * BANDS;                          \
+        for (int b = 0; b < BANDS; b++)                                                                 \
+            dst[i * BANDS + b] = src[b];                                                                \
+    }
+
+static PyObject *lutn(PyObject *self, PyObject *args) {
+    Py_buffer values, lut, out;
+    int itemsize, bands;
+    if (!PyArg_ParseTuple(args, "y*iy*iw*:lutn", &values, &itemsize, &lut, &bands, &out))
+        return NULL;
+    Py_ssize_t n = itemsize > 0 ? values.len / itemsize : 0;
+    if ((itemsize != 1 && itemsize != 2) || values.len % itemsize != 0 || bands < 2 || bands > 4
+        || lut.len != ((Py_ssize_t)1 << (8 * itemsize)) * bands || out.len != n * bands) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&lut);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError,
+                        "lutn: values uint8 or uint16 (itemsize 1, 2), lut uint8[256 or 65536][bands], "
+                        "bands 2..4, out uint8[n][bands]");
+        return NULL;
+    }
+    const void *v = values.buf;
+    const uint8_t *table = (const uint8_t *)lut.buf;
+    uint8_t *dst = (uint8_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    if (itemsize == 1) {
+        if (bands == 2) { LUTN_LOOP(uint8_t, 2) } else if (bands == 3) { LUTN_LOOP(uint8_t, 3) } else { LUTN_LOOP(uint8_t, 4) }
+    } else {
+        if (bands == 2) { LUTN_LOOP(uint16_t, 2) } else if (bands == 3) { LUTN_LOOP(uint16_t, 3) } else { LUTN_LOOP(uint16_t, 4) }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&lut);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"hist16", hist16, METH_VARARGS, "hist16(values, counts): counts[v] += 1 for every uint16 value"},
     {"hist8", hist8, METH_VARARGS, "hist8(values, counts): counts[v] += 1 for every uint8 value"},
     {"lut16", lut16, METH_VARARGS, "lut16(values, lut, out): out[i] = lut[values[i]] (uint16 -> uint8)"},
+    {"lutn", lutn, METH_VARARGS, "lutn(values, itemsize, lut, bands, out): colours of uint8/uint16 values"},
     {"fscan", fscan, METH_VARARGS, "fscan(values, itemsize, nodata, top): (count, min, max) of valid floats"},
     {"fkeyhist", fkeyhist, METH_VARARGS, "fkeyhist(values, itemsize, nodata, shift, prefixes, counts)"},
     {"fclassify", fclassify, METH_VARARGS, "fclassify(values, itemsize, edges, nodata, out): float class ids"},
