@@ -51,12 +51,12 @@ print(int(cls.sum() % 7))
 """
 
 
-def measured(cmd: list[str]) -> dict:
+def measured(cmd: list[str], env: dict | None = None) -> dict:
     fd, rss_file = tempfile.mkstemp(prefix="bench-cases-rss-")
     os.close(fd)
     t0 = time.perf_counter()
     proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss_file, *cmd],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()
@@ -86,6 +86,9 @@ def main(argv=None) -> int:
     p.add_argument("--scene", action="append", required=True, help="NAME=PATH[@NODATA] (repeatable)")
     p.add_argument("--scheme", action="append", default=None, help="NAME:K (repeatable)")
     p.add_argument("--output", action="append", default=None, choices=["cog", "zarr", "rgb"])
+    p.add_argument("--tree", action="append", default=None,
+                   help="NAME=PATH: also run sceneclass from this source tree (PYTHONPATH), e.g. a "
+                        "`git archive` of the commit before a change, for before/after in one run")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--numpy", action="store_true", help="also time the in-memory numpy row")
     p.add_argument("--set", action="append", default=[], help="passed to sceneclass as --set")
@@ -98,21 +101,26 @@ def main(argv=None) -> int:
     extra = [x for s in a.set for x in ("--set", s)]
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = [(n, s, k, o) for n in scenes for (s, k) in schemes for o in outputs]
+    trees = dict(t.split("=", 1) for t in a.tree) if a.tree else {"": os.environ.get("PYTHONPATH", "")}
+    cases = [(t, n, s, k, o) for n in scenes for (s, k) in schemes for o in outputs for t in trees]
     if a.numpy:
-        cases += [(n, s, k, "numpy") for n in scenes for (s, k) in schemes if s in ("equal_interval", "quantile")]
+        cases += [("", n, s, k, "numpy") for n in scenes for (s, k) in schemes
+                  if s in ("equal_interval", "quantile")]
     runs = []
     for rnd in range(a.rounds):
-        for name, scheme, k, output in cases:
+        for tree, name, scheme, k, output in cases:
+            env = dict(os.environ)
             if output == "numpy":
                 cmd, out = [sys.executable, "-c", NUMPY_ROW, scenes[name].partition("@")[0], scheme, str(k)], None
             else:
-                cmd, out = case_cmd(scenes[name], scheme, k, output, out_dir, extra)
+                cmd, out = case_cmd(scenes[name], scheme, k, output, out_dir / (tree or "out"), extra)
+                out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
-            r = measured(cmd)
-            r.update(round=rnd, scene=name, scheme=f"{scheme}{k}", output=output)
+                env["PYTHONPATH"] = trees[tree]
+            r = measured(cmd, env)
+            r.update(round=rnd, scene=name + (f"/{tree}" if tree else ""), scheme=f"{scheme}{k}", output=output)
             runs.append(r)
-            print(f"r{rnd} {name:5s} {scheme}{k:<3d} {output:6s} rc={r['rc']} wall {r['wall']:6.2f} s "
+            print(f"r{rnd} {r['scene']:10s} {scheme}{k:<3d} {output:6s} rc={r['rc']} wall {r['wall']:6.2f} s "
                   f"cpu {r['cpu']:6.2f} s rss {r['rss']:6.0f} MiB", flush=True)
             if r["rc"]:
                 print(r["err"], file=sys.stderr)
@@ -120,7 +128,7 @@ def main(argv=None) -> int:
     key = lambda r: (r["scene"], r["scheme"], r["output"])
     for k_, group in itertools.groupby(sorted(runs, key=key), key=key):
         g = list(group)
-        print(f"{k_[0]:5s} {k_[1]:18s} {k_[2]:6s} wall {statistics.median(r['wall'] for r in g):6.2f} s "
+        print(f"{k_[0]:10s} {k_[1]:18s} {k_[2]:6s} wall {statistics.median(r['wall'] for r in g):6.2f} s "
               f"cpu {statistics.median(r['cpu'] for r in g):6.2f} s rss max {max(r['rss'] for r in g):6.0f} MiB")
     if a.json:
         Path(a.json).write_text(json.dumps(runs, indent=1))
