@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # optional compiled uint16 histogram and look-up (pipeline/_fastkernels.c), built where a C compiler is
+try:  # optional compiled kernels (pipeline/_engine/_fastkernels.c), built where a C compiler is
     from ._engine import _fastkernels
 except ImportError:
     _fastkernels = None
@@ -228,7 +228,7 @@ def uniform(block: np.ndarray) -> bool:
 
 
 def compiled() -> bool:
-    """True when the compiled uint16 histogram and look-up are in use (else numpy's)."""
+    """True when the compiled kernels (uint16 histogram and look-up, float kernels) are in use (else numpy's)."""
     return _fastkernels is not None
 
 
