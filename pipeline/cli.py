@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, key):
             setattr(args, key, value)
     _setup_logging(args)
+    from ._engine.allocator import return_large_blocks
     from .jobs.interrupt import Interrupted, stop_on_signals
+
+    return_large_blocks()  # resident memory follows the chunks in flight (see pipeline._engine.allocator)
 
     try:
         with stop_on_signals():  # SIGINT and SIGTERM stop the run through its cleanup (exit 130 / 143)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # optional compiled uint16 histogram and look-up (pipeline/_fastkernels.c), built where a C compiler is
+try:  # optional compiled kernels (pipeline/_engine/_fastkernels.c), built where a C compiler is
     from ._engine import _fastkernels
 except ImportError:
     _fastkernels = None
@@ -91,7 +91,27 @@ def classify_raw(raw: np.ndarray, edges: np.ndarray, rule: ValueRule) -> np.ndar
 
 
 def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """Class id (uint8) of every value: searchsorted on the edges, out-of-range and nodata -> 0."""
+    """Class id (uint8) of every value: searchsorted on the edges, out-of-range and nodata -> 0.
+
+    float32/float64 values go through the compiled kernel where it is built (no temporaries),
+    else through numpy in pieces of :data:`CLASSIFY_PIECE` pixels (a whole chunk's float64 copy
+    and int64 indices would take 16 bytes a pixel); the ids are the same either way."""
+    e64 = _edges_for_compiled(edges) if float_kernel(values) else None
+    if e64 is not None:
+        flat = np.ascontiguousarray(values).reshape(-1)
+        out = np.empty(flat.shape, np.uint8)
+        _fastkernels.fclassify(flat, flat.itemsize, e64, nodata_of(flat.dtype, nodata), out)
+        return out.reshape(values.shape)
+    if values.dtype.kind != "f" or values.size <= CLASSIFY_PIECE:
+        return _classify_numpy(values, edges, nodata)
+    flat = values.reshape(-1)
+    out = np.empty(flat.shape, np.uint8)
+    for i in range(0, flat.size, CLASSIFY_PIECE):
+        out[i:i + CLASSIFY_PIECE] = _classify_numpy(flat[i:i + CLASSIFY_PIECE], edges, nodata)
+    return out.reshape(values.shape)
+
+
+def _classify_numpy(values: np.ndarray, edges: np.ndarray, nodata: float | None) -> np.ndarray:
     n = len(edges) - 1
     dt = np.result_type(values.dtype, edges.dtype)
     v = values.astype(dt, copy=False)
@@ -102,6 +122,65 @@ def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None 
     if nodata is not None:
         cls[values == np.asarray(nodata).astype(values.dtype)] = 0
     return cls.astype(np.uint8)
+
+
+#: pixels per piece when numpy classifies float values (its temporaries stay in cache)
+CLASSIFY_PIECE = 1 << 18
+
+
+def float_kernel(values: np.ndarray) -> bool:
+    """True when the compiled float kernels take ``values`` (float32/float64, native byte order)."""
+    return _fastkernels is not None and values.dtype in (np.float32, np.float64) and values.dtype.isnative
+
+
+def nodata_of(dtype: np.dtype, nodata: float | None) -> float | None:
+    """The nodata value as the compiled float kernels compare it: cast to the pixels' dtype first
+    (as numpy compares ``block != dtype.type(nodata)``)."""
+    return None if nodata is None else float(np.dtype(dtype).type(nodata))
+
+
+def float_scan(values: np.ndarray, nodata: float | None, top: np.ndarray | None = None) -> tuple[int, float, float]:
+    """Compiled: (count, min, max) of the valid pixels (finite, not ``nodata``) of float values
+    (:func:`float_kernel`), and with ``top`` (int64[65,536]) their top 16 order-preserving key
+    bits counted into it. Without valid pixels: (0, inf, -inf)."""
+    flat = np.ascontiguousarray(values).reshape(-1)
+    return _fastkernels.fscan(flat, flat.itemsize, nodata_of(flat.dtype, nodata), top)
+
+
+def float_key_hist(values: np.ndarray, nodata: float | None, shift: int, prefixes: np.ndarray,
+                   counts: np.ndarray) -> None:
+    """Compiled: add to ``counts`` (int64[len(prefixes) * 65,536]) the 16 key bits below
+    ``shift + 16`` of the valid pixels whose key shifted right by ``shift + 16`` is in
+    ``prefixes`` (sorted, not empty), at ``row * 65536 + digit``."""
+    flat = np.ascontiguousarray(values).reshape(-1)
+    _fastkernels.fkeyhist(flat, flat.itemsize, nodata_of(flat.dtype, nodata), shift,
+                          np.ascontiguousarray(prefixes, dtype=np.uint64), counts)
+
+
+def float_binned(values: np.ndarray, nodata: float | None, edges: np.ndarray, counts: np.ndarray,
+                 sums: np.ndarray) -> None:
+    """Compiled: add to ``counts`` and ``sums`` (float64[bins]) the count and the float64 sum of
+    the valid pixels in each of the uniform bins ``edges`` (float64[bins + 1]; bins as
+    :func:`pipeline.stats.bin_index` finds them, values outside [edges[0], edges[-1]] left out),
+    summed in pixel order."""
+    flat = np.ascontiguousarray(values).reshape(-1)
+    e = np.ascontiguousarray(edges, dtype=np.float64)
+    bins = e.size - 1
+    scale = bins / (e[-1] - e[0]) if e[-1] != e[0] else 0.0
+    _fastkernels.fbinned(flat, flat.itemsize, nodata_of(flat.dtype, nodata), e, scale, counts, sums)
+
+
+def _edges_for_compiled(edges: np.ndarray) -> np.ndarray | None:
+    """The edges as float64 when the compiled classifier gives numpy's ids with them: float32 or
+    float64 edges (exact in float64, where a float32 pixel compares as in float32), 2 to 256 of
+    them, sorted, no NaN; None otherwise (numpy then classifies)."""
+    e = np.asarray(edges)
+    if e.dtype not in (np.float32, np.float64) or not 2 <= e.size <= 256:
+        return None
+    e = e.astype(np.float64)
+    if np.isnan(e).any() or (np.diff(e) < 0).any():
+        return None
+    return np.ascontiguousarray(e)
 
 
 def unsigned_view(block: np.ndarray) -> np.ndarray:
@@ -149,7 +228,7 @@ def uniform(block: np.ndarray) -> bool:
 
 
 def compiled() -> bool:
-    """True when the compiled uint16 histogram and look-up are in use (else numpy's)."""
+    """True when the compiled kernels (uint16 histogram and look-up, float kernels) are in use (else numpy's)."""
     return _fastkernels is not None
 
 
@@ -170,6 +249,10 @@ def lookup_block(block: np.ndarray, lut: np.ndarray, out: np.ndarray | None = No
     if _fastkernels is not None and flat.dtype == np.uint16 and lut.shape == (65536,) and lut.dtype == np.uint8:
         _fastkernels.lut16(flat, np.ascontiguousarray(lut), out)  # 2.5x the pieces below (bench_kernels.py)
         return out.reshape(block.shape)
+    if (_fastkernels is not None and flat.dtype in (np.uint8, np.uint16) and lut.ndim == 2
+            and 2 <= lut.shape[1] <= 4 and lut.shape[0] == 1 << (8 * flat.itemsize) and lut.dtype == np.uint8):
+        _fastkernels.lutn(flat, flat.itemsize, np.ascontiguousarray(lut), lut.shape[1], out)  # colours
+        return out.reshape(block.shape + lut.shape[1:])
     # a table over every bit pattern cannot be indexed out of range: no bounds check, and
     # np.take writes straight into ``out`` (with mode="raise" it goes through a buffer)
     mode = "clip" if lut.shape[0] > np.iinfo(flat.dtype).max else "raise"
@@ -195,7 +278,7 @@ def to_band_first(block: np.ndarray) -> np.ndarray:
 
 def colorize_block(classes: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """(y, x) class ids -> (band, y, x) uint8 colours; ``colors[0]`` is the nodata colour."""
-    return to_band_first(colors[classes])
+    return to_band_first(lookup_block(classes, colors))
 
 
 def bincount_block(block: np.ndarray, length: int) -> np.ndarray:
@@ -206,6 +289,10 @@ def bincount_block(block: np.ndarray, length: int) -> np.ndarray:
     if uniform(flat):
         counts = np.zeros(max(length, int(flat[0]) + 1), np.int64)
         counts[flat[0]] = flat.size
+        return counts
+    if _fastkernels is not None and flat.dtype == np.uint8 and length == 256:
+        counts = np.zeros(length, np.int64)
+        _fastkernels.hist8(flat, counts)  # class ids: no int64 copy of the block
         return counts
     if _fastkernels is not None and flat.dtype == np.uint16 and length == 65536:
         counts = np.zeros(length, np.int64)

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from dask.core import flatten
 
 from .scene import Scene
+from . import kernels
 from .kernels import LUT_DTYPES, ValueRule, bincount_block
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -136,10 +138,31 @@ def block_removed(block: np.ndarray, mask: np.ndarray | None = None, *, rule: Va
 
 def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """[count, min, max] of a block's valid pixels as float64, shape (1, 1, 3)."""
+    if kernels.float_kernel(block):
+        count, lo, hi = kernels.float_scan(block, nodata)
+        return np.array([[[count, lo, hi]]], dtype=np.float64)
     v = valid_values(block, nodata)
     if v.size == 0:
         return np.array([[[0.0, np.inf, -np.inf]]])
     return np.array([[[v.size, v.min(), v.max()]]], dtype=np.float64)
+
+
+def block_summary_top(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """:func:`block_summary` and the histogram of the top 16 key bits of the valid pixels
+    (:func:`block_key_hist` without prefixes) in one row, float64, shape (1, 1, 3 + 65,536)."""
+    if kernels.float_kernel(block):  # one scan of the pixels for both
+        top = np.zeros(RADIX, np.int64)
+        count, lo, hi = kernels.float_scan(block, nodata, top)
+        head = np.array([count, lo, hi], dtype=np.float64)
+    else:
+        head = block_summary(block, nodata)[0, 0]
+        kdt = _KEY_DTYPES[block.dtype.name]
+        top = block_key_hist(block, nodata, np.empty(0, kdt), np.dtype(kdt).itemsize * 8 - DIGIT)[0, 0]
+    return np.concatenate([head, top.astype(np.float64)])[None, None, :]  # counts < 2**53: exact
+
+
+#: pixels per piece when numpy computes a key histogram (its int64 temporaries stay small)
+KEY_PIECE = 1 << 20
 
 
 def block_key_hist(block: np.ndarray, nodata: float | None, prefixes: np.ndarray, shift: int) -> np.ndarray:
@@ -148,16 +171,32 @@ def block_key_hist(block: np.ndarray, nodata: float | None, prefixes: np.ndarray
     ``prefixes`` are sorted keys already shifted right by ``shift + 16``; the result has one
     row of 65,536 counts per prefix (all pixels' top digit when ``prefixes`` is empty), flattened.
     """
-    keys = to_key(valid_values(block, nodata))
+    length = max(prefixes.size, 1) * RADIX
+    flat = block.reshape(-1)
+    if kernels.float_kernel(flat):
+        counts = np.zeros(length, np.int64)
+        if prefixes.size == 0:
+            kernels.float_scan(flat, nodata, counts)
+        else:
+            kernels.float_key_hist(flat, nodata, shift, prefixes, counts)
+        return counts[None, None, :]
+    counts = np.zeros(length, np.int64)
+    for i in range(0, flat.size, KEY_PIECE):
+        counts += _key_hist_numpy(flat[i:i + KEY_PIECE], nodata, prefixes, shift)
+    return counts[None, None, :]
+
+
+def _key_hist_numpy(values: np.ndarray, nodata: float | None, prefixes: np.ndarray, shift: int) -> np.ndarray:
+    keys = to_key(valid_values(values, nodata))
     digit = ((keys >> keys.dtype.type(shift)) & keys.dtype.type(RADIX - 1)).astype(np.int64)
     if prefixes.size == 0:
-        return np.bincount(digit, minlength=RADIX)[None, None, :]
+        return np.bincount(digit, minlength=RADIX)
     pre = keys >> keys.dtype.type(shift + DIGIT)
     pos = np.searchsorted(prefixes, pre)
     pos[pos == prefixes.size] = 0
     hit = prefixes[pos] == pre
     idx = pos[hit] * RADIX + digit[hit]
-    return np.bincount(idx, minlength=prefixes.size * RADIX)[None, None, :]
+    return np.bincount(idx, minlength=prefixes.size * RADIX)
 
 
 def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | None = None, **kwargs) -> da.Array:
@@ -168,6 +207,29 @@ def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | Non
         func, "ijk", x, "ij", *extra, new_axes={"k": length}, dtype=dtype,
         adjust_chunks={"i": 1, "j": 1}, meta=np.empty((0, 0, 0), dtype=dtype), **kwargs,
     )
+
+
+def _as_is(x: np.ndarray, axis=None, keepdims=None) -> np.ndarray:
+    return x
+
+
+def _add_rows(parts, axis=None, keepdims=False) -> np.ndarray:
+    total = None
+    for p in flatten(parts, container=list):
+        if total is None:
+            total = np.array(p, copy=True)
+        else:
+            total += p
+    return total if keepdims else total.reshape(total.shape[-1])
+
+
+def sum_blocks(parts: da.Array, split_every: int = 4) -> da.Array:
+    """The per-block rows of :func:`reduce_blocks` (ny, nx, length) summed over the blocks:
+    (length,), in ``parts.dtype``. A tree of in-place additions of ``split_every`` rows per
+    task: dask's ``sum`` first concatenates up to 16 rows per task, and a refine pass's rows
+    are megabytes each."""
+    return da.reduction(parts, _as_is, _add_rows, combine=_add_rows, axis=(0, 1), dtype=parts.dtype,
+                        concatenate=False, split_every=split_every, meta=np.empty((0,), parts.dtype))
 
 
 # ------------------------------------------------------------------- the result
@@ -317,7 +379,7 @@ def binned(stats: Stats, scene: Scene, bins: int = RADIX) -> tuple[np.ndarray, n
         x, nodata = scene.values()
         parts = reduce_blocks(x, block_binned, 2 * bins, np.float64, nodata=nodata, edges=edges)
         log.info("%d-bin histogram: one more pass over %s", bins, scene.path)
-        (res,) = dask.compute(parts.sum(axis=(0, 1)))
+        (res,) = dask.compute(sum_blocks(parts))
     return edges, res[:bins].astype(np.int64), res[bins:]
 
 
@@ -444,6 +506,10 @@ def merge_moments(rows: np.ndarray) -> tuple[int, float, float]:
 def block_binned(block: np.ndarray, nodata: float | None, edges: np.ndarray) -> np.ndarray:
     """Counts and value sums of a block's valid pixels in the bins ``edges``, shape (1, 1, 2·bins)."""
     bins = len(edges) - 1
+    if kernels.float_kernel(block):
+        out = np.zeros(2 * bins)
+        kernels.float_binned(block, nodata, edges, out[:bins], out[bins:])
+        return out[None, None, :]
     v = valid_values(block, nodata).astype(np.float64)
     v = v[(v >= edges[0]) & (v <= edges[-1])]
     idx = bin_index(v, edges)
@@ -470,7 +536,7 @@ def _compute_key_hist(scene: Scene, prefixes: np.ndarray, shift: int) -> np.ndar
     x, nodata = scene.values()
     parts = reduce_blocks(x, block_key_hist, length, np.int64, nodata=nodata, prefixes=prefixes, shift=shift)
     log.info("refining order statistics: one more pass over %s (%d bits left)", scene.path, shift + DIGIT)
-    (hist,) = dask.compute(parts.sum(axis=(0, 1), dtype=np.int64))
+    (hist,) = dask.compute(sum_blocks(parts))
     return hist
 
 
@@ -480,29 +546,27 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
         k = hist_length(scene.dtype)
         if scene.mask is None:
             parts = reduce_blocks(scene.array, block_hist, k, np.int64)
-            return {"hist": parts.sum(axis=(0, 1), dtype=np.int64)}
+            return {"hist": sum_blocks(parts)}
         parts = reduce_blocks(scene.array, block_hist_split, 2 * k, np.int64, mask=scene.mask)
-        total = parts.sum(axis=(0, 1), dtype=np.int64)
+        total = sum_blocks(parts)
         return {"hist": total[:k], "masked_hist": total[k:]}
     x, nodata = scene.values()
-    parts = reduce_blocks(x, block_summary, 3, np.float64, nodata=nodata)
+    if distribution:  # the summary and the top key histogram from one scan of each block
+        parts = reduce_blocks(x, block_summary_top, 3 + RADIX, np.float64, nodata=nodata)
+    else:
+        parts = reduce_blocks(x, block_summary, 3, np.float64, nodata=nodata)
     graph = {
         "count": parts[..., 0].sum(),
         "min": parts[..., 1].min(),
         "max": parts[..., 2].max(),
     }
+    if distribution:
+        graph["top_hist"] = sum_blocks(parts[..., 3:]).astype(np.int64)
     rule = scene.rule
     if not scene.plain() or (scene.dtype.kind == "f" and rule.nodata):  # who removed which pixels
         removed = reduce_blocks(scene.array, block_removed, len(rule.nodata) + 3, np.float64,
                                  mask=scene.mask, rule=rule)
         graph["removed"] = removed.sum(axis=(0, 1))
-    if distribution:
-        kdt = _KEY_DTYPES[x.dtype.name]
-        bits = np.dtype(kdt).itemsize * 8
-        top = reduce_blocks(
-            x, block_key_hist, RADIX, np.int64, nodata=nodata, prefixes=np.empty(0, kdt), shift=bits - DIGIT,
-        )
-        graph["top_hist"] = top.sum(axis=(0, 1), dtype=np.int64)
     return graph
 
 

@@ -174,3 +174,66 @@ def test_compiled_kernels_refuse_wrong_buffers():
         _fastkernels.lut16(values, np.zeros(65536, np.uint8), np.empty(9, np.uint8))
     with pytest.raises(ValueError, match="not C-contiguous"):
         _fastkernels.lut16(values[::2], np.zeros(65536, np.uint8), np.empty(5, np.uint8))
+
+
+def _floats(dtype: str, rng, n: int, nodata) -> np.ndarray:
+    """Values with every kind of pixel the float kernels treat apart: NaN, infinities, both
+    zeros, the nodata value, runs of one value (edges fall on them), tiny and huge magnitudes."""
+    v = np.concatenate([rng.normal(180, 12, n), np.round(rng.normal(0, 3, n), 1), rng.normal(0, 1e-30, n // 8),
+                        rng.normal(0, 1e30, n // 8)]).astype(dtype)
+    for value, share in ((np.nan, 0.05), (np.inf, 0.01), (-np.inf, 0.01), (0.0, 0.02), (-0.0, 0.02)):
+        v[rng.random(v.size) < share] = value
+    if nodata is not None:
+        v[rng.random(v.size) < 0.05] = nodata
+    return v[: v.size // 97 * 97].reshape(-1, 97)[:, :89]  # not contiguous
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nodata", [None, -9999.0, 0.0, float("nan")])
+def test_float_kernels_equal_numpy(dtype, nodata, kernel_path):
+    """The float kernels (compiled where built, else numpy in pieces) against whole-array numpy:
+    class ids (edges of both float widths, repeated, on data values, NaN and nodata pixels), the
+    count/min/max and top key histogram, the refine histogram below given key prefixes, and the
+    binned counts and sums natural_breaks uses."""
+    from pipeline import stats
+
+    rng = np.random.default_rng(3)
+    block = _floats(dtype, rng, 40_000, nodata)
+    flat = block.ravel()
+    ok = np.isfinite(flat)
+    if nodata is not None:
+        ok &= flat != np.dtype(dtype).type(nodata)
+    valid = flat[ok]
+    for edt in ("float32", "float64"):
+        for k in (1, 10, 200):
+            e = np.sort(rng.choice(valid, k + 1)).astype(edt)
+            e[k // 2] = e[k // 2 - 1] if k > 1 else e[0]  # a repeated edge
+            dt = np.result_type(block.dtype, e.dtype)
+            ref = np.searchsorted(e.astype(dt), block.astype(dt), side="right")
+            ref[block.astype(dt) == e.astype(dt)[-1]] = k
+            ref[ref > k] = 0
+            if nodata is not None:
+                ref[block == np.dtype(dtype).type(nodata)] = 0
+            np.testing.assert_array_equal(kernels.classify_values(block, e, nodata), ref)
+    row = stats.block_summary_top(block, nodata)[0, 0]
+    assert row[0] == valid.size and row[1] == valid.min() and row[2] == valid.max()
+    keys = stats.to_key(valid)
+    bits = keys.dtype.itemsize * 8
+    top = np.bincount((keys >> keys.dtype.type(bits - 16)).astype(np.int64), minlength=1 << 16)
+    np.testing.assert_array_equal(row[3:], top)
+    for shift in range(0, bits - 16, 16):
+        prefixes = np.unique(rng.choice(keys >> keys.dtype.type(shift + 16), 4))
+        got = stats.block_key_hist(block, nodata, prefixes, shift)[0, 0].reshape(prefixes.size, 1 << 16)
+        for r, p in enumerate(prefixes):
+            mine = keys[(keys >> keys.dtype.type(shift + 16)) == p]
+            digits = ((mine >> keys.dtype.type(shift)) & keys.dtype.type(0xFFFF)).astype(np.int64)
+            np.testing.assert_array_equal(got[r], np.bincount(digits, minlength=1 << 16))
+    inner = valid[(valid > -1e3) & (valid < 1e3)].astype(np.float64)
+    edges = np.linspace(inner.min(), inner.max(), 1001)
+    got = stats.block_binned(block, nodata, edges)[0, 0]
+    counts, _ = np.histogram(inner, edges)
+    sums, _ = np.histogram(inner, edges, weights=inner)
+    np.testing.assert_array_equal(got[:1000], counts)
+    np.testing.assert_allclose(got[1000:], sums, rtol=1e-9, atol=1e-9)
+    ids = rng.integers(0, 256, (301, 257)).astype(np.uint8)
+    np.testing.assert_array_equal(kernels.bincount_block(ids, 256), np.bincount(ids.ravel(), minlength=256))

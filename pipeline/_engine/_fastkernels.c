@@ -1,21 +1,43 @@
-/* Optional compiled versions of the two per-pixel kernels that dominate sceneclass's own work
- * on 16-bit scenes (pipeline/kernels.py has the numpy versions, used when this module is not
- * built, and the tests check both agree):
+/* Optional compiled versions of the per-pixel kernels that dominate sceneclass's own work
+ * (pipeline/kernels.py and pipeline/stats.py have the numpy versions, used when this module is
+ * not built, and the tests check both agree):
  *
  *   hist16(values, counts)    counts[v] += 1 for every uint16 v
+ *   hist8(values, counts)     counts[v] += 1 for every uint8 v (class ids)
  *   lut16(values, lut, out)   out[i] = lut[values[i]] for a 65,536-entry uint8 table
+ *   lutn(values, itemsize, lut, bands, out)
+ *                             the same with 2-4 bytes (colours) per entry, for uint8 or uint16
+ *                             values, pixel-interleaved
+ *
+ * and, for float32/float64 pixels (``itemsize`` 4 or 8; valid: finite and not ``nodata``):
+ *
+ *   fscan(values, itemsize, nodata, top)      (count, min, max) of the valid pixels; with
+ *                                             ``top`` (int64[65536]), the histogram of the top
+ *                                             16 bits of their order-preserving key too
+ *   fkeyhist(values, itemsize, nodata, shift, prefixes, counts)
+ *                                             the next 16 key bits below ``shift + 16`` of the
+ *                                             valid pixels whose key prefix is in ``prefixes``
+ *                                             (sorted uint64): counts[row * 65536 + digit]
+ *   fclassify(values, itemsize, edges, nodata, out)
+ *                                             class ids: numpy.searchsorted(edges, v, "right"),
+ *                                             n for v == edges[n], 0 above, below, NaN, nodata
+ *   fbinned(values, itemsize, nodata, edges, scale, counts, sums)
+ *                                             counts and float64 sums of the valid pixels in
+ *                                             the uniform bins ``edges`` (pipeline.stats.bin_index)
  *
  * Buffers are C-contiguous (the buffer protocol's simple form); the GIL is released while the
  * loop runs. numpy's bincount and take first copy every uint16 index into a fresh int64 array
  * (and bincount also scans it for its minimum and maximum); these loops read the values where
- * they are. The histogram counts into four interleaved 32-bit tables, so consecutive equal
- * values do not wait on each other's increments. Plain C99, no numpy headers.
+ * they are. The float kernels make no temporaries at all (numpy's make several arrays of a
+ * chunk's size per step). The histogram counts into four interleaved 32-bit tables, so
+ * consecutive equal values do not wait on each other's increments. Plain C99, no numpy headers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #define BINS 65536
 /* pixels counted into the 32-bit tables before they are added to the int64 counts */
@@ -64,6 +86,39 @@ static PyObject *hist16(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *hist8(PyObject *self, PyObject *args) {
+    Py_buffer values, counts;
+    if (!PyArg_ParseTuple(args, "y*w*:hist8", &values, &counts))
+        return NULL;
+    if (counts.len != 256 * (Py_ssize_t)sizeof(int64_t)) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&counts);
+        PyErr_SetString(PyExc_ValueError, "hist8: values must be uint8, counts int64[256]");
+        return NULL;
+    }
+    const uint8_t *v = (const uint8_t *)values.buf;
+    int64_t *out = (int64_t *)counts.buf;
+    Py_ssize_t n = values.len;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t t[4][256];
+    memset(t, 0, sizeof(t));
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        t[0][v[i]]++;
+        t[1][v[i + 1]]++;
+        t[2][v[i + 2]]++;
+        t[3][v[i + 3]]++;
+    }
+    for (; i < n; i++)
+        t[0][v[i]]++;
+    for (int k = 0; k < 256; k++)
+        out[k] += t[0][k] + t[1][k] + t[2][k] + t[3][k];
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&counts);
+    Py_RETURN_NONE;
+}
+
 static PyObject *lut16(PyObject *self, PyObject *args) {
     Py_buffer values, lut, out;
     if (!PyArg_ParseTuple(args, "y*y*w*:lut16", &values, &lut, &out))
@@ -89,14 +144,434 @@ static PyObject *lut16(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+
+/* ------------------------------------------------------------------ float32 / float64 pixels */
+typedef struct {
+    int has_nodata;
+    double nodata;  /* already in the pixels' dtype (cast by the caller) */
+} rule_t;
+
+static int parse_nodata(PyObject *obj, rule_t *rule) {
+    rule->has_nodata = obj != Py_None;
+    rule->nodata = 0.0;
+    if (rule->has_nodata) {
+        rule->nodata = PyFloat_AsDouble(obj);
+        if (rule->nodata == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static inline double pixel(const void *buf, int itemsize, Py_ssize_t i) {
+    return itemsize == 4 ? (double)((const float *)buf)[i] : ((const double *)buf)[i];
+}
+
+static inline int valid(double v, const rule_t *rule) {
+    return isfinite(v) && !(rule->has_nodata && v == rule->nodata);
+}
+
+/* the order-preserving key of pixel i: its bits, all flipped for negatives, the sign bit set
+ * for positives (pipeline.stats.to_key) */
+static inline uint64_t key_of(const void *buf, int itemsize, Py_ssize_t i) {
+    if (itemsize == 4) {
+        uint32_t u;
+        memcpy(&u, (const char *)buf + 4 * i, 4);
+        return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
+    }
+    uint64_t u;
+    memcpy(&u, (const char *)buf + 8 * i, 8);
+    return u ^ ((uint64_t)((int64_t)u >> 63) | 0x8000000000000000ull);
+}
+
+static int check_floats(Py_buffer *values, int itemsize, const char *name) {
+    if ((itemsize != 4 && itemsize != 8) || values->len % itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: values must be float32 or float64 (itemsize 4 or 8)", name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *fscan(PyObject *self, PyObject *args) {
+    Py_buffer values, top = {0};
+    int itemsize;
+    PyObject *nodata_obj, *top_obj;
+    rule_t rule;
+    if (!PyArg_ParseTuple(args, "y*iOO:fscan", &values, &itemsize, &nodata_obj, &top_obj))
+        return NULL;
+    if (check_floats(&values, itemsize, "fscan") < 0 || parse_nodata(nodata_obj, &rule) < 0) {
+        PyBuffer_Release(&values);
+        return NULL;
+    }
+    if (top_obj != Py_None) {
+        if (PyObject_GetBuffer(top_obj, &top, PyBUF_WRITABLE) < 0) {
+            PyBuffer_Release(&values);
+            return NULL;
+        }
+        if (top.len != BINS * (Py_ssize_t)sizeof(int64_t)) {
+            PyBuffer_Release(&values);
+            PyBuffer_Release(&top);
+            PyErr_SetString(PyExc_ValueError, "fscan: top must be int64[65536]");
+            return NULL;
+        }
+    }
+    Py_ssize_t n = values.len / itemsize, count = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    int64_t *counts = top.buf;
+    int shift = itemsize * 8 - 16;
+    const void *buf = values.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = pixel(buf, itemsize, i);
+        if (!valid(v, &rule))
+            continue;
+        count++;
+        if (v < lo)
+            lo = v;
+        if (v > hi)
+            hi = v;
+        if (counts != NULL)
+            counts[key_of(buf, itemsize, i) >> shift]++;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    if (top_obj != Py_None)
+        PyBuffer_Release(&top);
+    return Py_BuildValue("(ndd)", count, lo, hi);
+}
+
+static PyObject *fkeyhist(PyObject *self, PyObject *args) {
+    Py_buffer values, prefixes, counts;
+    int itemsize, shift;
+    PyObject *nodata_obj;
+    rule_t rule;
+    if (!PyArg_ParseTuple(args, "y*iOiy*w*:fkeyhist", &values, &itemsize, &nodata_obj, &shift, &prefixes, &counts))
+        return NULL;
+    Py_ssize_t rows = prefixes.len / (Py_ssize_t)sizeof(uint64_t);
+    int bad = check_floats(&values, itemsize, "fkeyhist") < 0 || parse_nodata(nodata_obj, &rule) < 0;
+    if (!bad && (prefixes.len % sizeof(uint64_t) != 0 || rows < 1 || shift < 0 || shift + 16 >= itemsize * 8
+                 || counts.len != rows * BINS * (Py_ssize_t)sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "fkeyhist: prefixes uint64[rows] (rows >= 1), counts int64[rows * 65536], "
+                        "0 <= shift < key bits - 16");
+        bad = 1;
+    }
+    if (bad) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&prefixes);
+        PyBuffer_Release(&counts);
+        return NULL;
+    }
+    /* a pixel's top 16 key bits settle, for almost all pixels, that its prefix is in none, and
+     * where they begin exactly one prefix of 16 bits (float32), its row: row[top] is -1 for no
+     * prefix, -2 for several (then a binary search), else the row */
+    int32_t *row = malloc(BINS * sizeof(int32_t));
+    if (row == NULL) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&prefixes);
+        PyBuffer_Release(&counts);
+        return PyErr_NoMemory();
+    }
+    const uint64_t *pre = prefixes.buf;
+    int bits = itemsize * 8, pre_bits = bits - shift - 16;
+    for (Py_ssize_t k = 0; k < BINS; k++)
+        row[k] = -1;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        int32_t *slot = &row[(pre[r] >> (pre_bits - 16)) & 0xFFFF];
+        *slot = (*slot == -1 && pre_bits == 16) ? (int32_t)r : -2;
+    }
+    int64_t *out = counts.buf;
+    Py_ssize_t n = values.len / itemsize;
+    const void *buf = values.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t key = key_of(buf, itemsize, i);
+        int32_t r = row[key >> (bits - 16)];
+        if (r == -1)
+            continue;
+        if (!valid(pixel(buf, itemsize, i), &rule))
+            continue;
+        if (r >= 0) {
+            out[r * BINS + ((key >> shift) & 0xFFFF)]++;
+            continue;
+        }
+        uint64_t p = key >> (shift + 16);
+        Py_ssize_t a = 0, b = rows;  /* the first prefix >= p */
+        while (a < b) {
+            Py_ssize_t m = (a + b) / 2;
+            if (pre[m] < p)
+                a = m + 1;
+            else
+                b = m;
+        }
+        if (a < rows && pre[a] == p)
+            out[a * BINS + ((key >> shift) & 0xFFFF)]++;
+    }
+    Py_END_ALLOW_THREADS
+    free(row);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&prefixes);
+    PyBuffer_Release(&counts);
+    Py_RETURN_NONE;
+}
+
+/* the value of a key (the inverse of key_of) as a double */
+static inline double value_of_key(uint64_t key, int itemsize) {
+    if (itemsize == 4) {
+        uint32_t k = (uint32_t)key, u = (k & 0x80000000u) ? (k ^ 0x80000000u) : ~k;
+        float f;
+        memcpy(&f, &u, 4);
+        return (double)f;
+    }
+    uint64_t u = (key & 0x8000000000000000ull) ? (key ^ 0x8000000000000000ull) : ~key;
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+/* numpy.searchsorted(e, v, side="right"): the edges <= v */
+static inline Py_ssize_t edges_at_or_below(const double *e, Py_ssize_t ne, double v) {
+    Py_ssize_t a = 0, b = ne;
+    while (a < b) {
+        Py_ssize_t m = (a + b) / 2;
+        if (e[m] <= v)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
+static inline uint8_t class_of(const double *e, Py_ssize_t ne, double v, const rule_t *rule) {
+    Py_ssize_t last = ne - 1;
+    if (!(v >= e[0] && v <= e[last]) || (rule->has_nodata && v == rule->nodata))  /* NaN fails both */
+        return 0;
+    return v == e[last] ? (uint8_t)last : (uint8_t)edges_at_or_below(e, ne, v);
+}
+
+#define SLOW 0xFFFF
+#define SUB_BITS 8
+#define SUB_SIZE (1 << SUB_BITS)
+#define MAX_SPLIT 1024
+
+/* Class of every bucket of keys [first + k * width, first + (k + 1) * width), k < count, into
+ * out[k]: where the bucket's values all get one class (no edge, no nodata value, NaN or
+ * infinity inside), that class, else SLOW. Buckets in key order are in value order, so one walk
+ * along the edges serves them all. */
+static void fill_buckets(uint16_t *out, uint64_t first, uint64_t width, Py_ssize_t count, int itemsize,
+                         const double *e, Py_ssize_t ne, const rule_t *rule) {
+    Py_ssize_t j = -1;  /* edges <= the current bucket's first value (-1: not found yet) */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        uint64_t start = first + (uint64_t)k * width;
+        double lo = value_of_key(start, itemsize), hi = value_of_key(start + (width - 1), itemsize);
+        out[k] = SLOW;
+        if (!isfinite(lo) || !isfinite(hi) || (rule->has_nodata && lo <= rule->nodata && rule->nodata <= hi)
+            || lo == e[ne - 1])
+            continue;
+        if (j < 0)
+            j = edges_at_or_below(e, ne, lo);
+        while (j < ne && e[j] <= lo)
+            j++;
+        if (j < ne && e[j] <= hi)  /* an edge inside */
+            continue;
+        out[k] = (j == 0 || j == ne) ? 0 : (uint16_t)j;
+    }
+}
+
+/* the per-pixel loop of fclassify, one per pixel type: two dependent look-ups, no branch but
+ * the rare one to the pixel-by-pixel path */
+#define CLASSIFY_LOOP(NAME, FLOAT, UINT, SINT, BITS)                                                    \
+    static void NAME(const void *buf, Py_ssize_t n, const uint16_t *top, const uint16_t *subs,            \
+                     const double *e, Py_ssize_t ne, const rule_t *rule, uint8_t *dst) {                  \
+        const UINT *u = (const UINT *)buf;                                                                \
+        const FLOAT *f = (const FLOAT *)buf;                                                              \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                              \
+            UINT key = u[i] ^ ((UINT)((SINT)u[i] >> (BITS - 1)) | ((UINT)1 << (BITS - 1)));                \
+            uint16_t t = subs[((Py_ssize_t)top[key >> (BITS - 16)] << SUB_BITS)                           \
+                              + (Py_ssize_t)((key >> (BITS - 16 - SUB_BITS)) & (SUB_SIZE - 1))];          \
+            if (t == SLOW)                                                                                \
+                t = class_of(e, ne, (double)f[i], rule);                                                  \
+            dst[i] = (uint8_t)t;                                                                          \
+        }                                                                                                 \
+    }
+CLASSIFY_LOOP(classify_loop32, float, uint32_t, int32_t, 32)
+CLASSIFY_LOOP(classify_loop64, double, uint64_t, int64_t, 64)
+
+static PyObject *fclassify(PyObject *self, PyObject *args) {
+    Py_buffer values, edges, out;
+    int itemsize;
+    PyObject *nodata_obj;
+    rule_t rule;
+    if (!PyArg_ParseTuple(args, "y*iy*Ow*:fclassify", &values, &itemsize, &edges, &nodata_obj, &out))
+        return NULL;
+    Py_ssize_t ne = edges.len / (Py_ssize_t)sizeof(double);
+    int bad = check_floats(&values, itemsize, "fclassify") < 0 || parse_nodata(nodata_obj, &rule) < 0;
+    if (!bad && (edges.len % sizeof(double) != 0 || ne < 2 || ne > 256 || out.len != values.len / itemsize)) {
+        PyErr_SetString(PyExc_ValueError, "fclassify: edges float64[2..256] (sorted), out uint8[n]");
+        bad = 1;
+    }
+    /* top: the sub-table of each bucket of the top 16 key bits; subs: sub-tables of SUB_SIZE
+     * entries for the next 8 bits: one of one class each (0 .. ne - 1), one all SLOW, then
+     * one per bucket split by an edge */
+    uint16_t *top = bad ? NULL : malloc((BINS + (ne + 1 + MAX_SPLIT) * SUB_SIZE) * sizeof(uint16_t));
+    if (!bad && top == NULL) {
+        PyErr_NoMemory();
+        bad = 1;
+    }
+    if (bad) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&edges);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    const double *e = edges.buf;
+    uint8_t *dst = out.buf;
+    uint16_t *subs = top + BINS;
+    Py_ssize_t n = out.len;
+    int low = itemsize * 8 - 16, sub_low = low - SUB_BITS;
+    Py_BEGIN_ALLOW_THREADS
+    /* The pixels whose keys share their top 16 bits form one interval of values; where every
+     * value of it gets one class, its sub-table is that class's. Buckets with an edge inside
+     * are split by the next 8 key bits (an edge lies in few of those); the rest, and NaN,
+     * infinities and nodata, are classified pixel by pixel. */
+    for (Py_ssize_t c = 0; c <= ne; c++)
+        for (Py_ssize_t k = 0; k < SUB_SIZE; k++)
+            subs[(c << SUB_BITS) + k] = c < ne ? (uint16_t)c : SLOW;
+    fill_buckets(top, 0, (uint64_t)1 << low, BINS, itemsize, e, ne, &rule);
+    Py_ssize_t split = 0;
+    for (Py_ssize_t b = 0; b < BINS; b++) {
+        if (top[b] != SLOW) {
+            continue;  /* the class's own sub-table: index = class */
+        }
+        uint64_t start = (uint64_t)b << low;
+        double lo = value_of_key(start, itemsize), hi = value_of_key(start + (((uint64_t)1 << low) - 1), itemsize);
+        if (split == MAX_SPLIT || !isfinite(lo) || !isfinite(hi)) {
+            top[b] = (uint16_t)ne;  /* all SLOW */
+            continue;
+        }
+        Py_ssize_t index = ne + 1 + split++;
+        fill_buckets(subs + (index << SUB_BITS), start, (uint64_t)1 << sub_low, SUB_SIZE, itemsize, e, ne, &rule);
+        top[b] = (uint16_t)index;
+    }
+    if (itemsize == 4)
+        classify_loop32(values.buf, n, top, subs, e, ne, &rule, dst);
+    else
+        classify_loop64(values.buf, n, top, subs, e, ne, &rule, dst);
+    Py_END_ALLOW_THREADS
+    free(top);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&edges);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fbinned(PyObject *self, PyObject *args) {
+    Py_buffer values, edges, counts, sums;
+    int itemsize;
+    double scale;
+    PyObject *nodata_obj;
+    rule_t rule;
+    if (!PyArg_ParseTuple(args, "y*iOy*dw*w*:fbinned", &values, &itemsize, &nodata_obj, &edges, &scale, &counts,
+                          &sums))
+        return NULL;
+    Py_ssize_t bins = edges.len / (Py_ssize_t)sizeof(double) - 1;
+    int bad = check_floats(&values, itemsize, "fbinned") < 0 || parse_nodata(nodata_obj, &rule) < 0;
+    if (!bad && (edges.len % sizeof(double) != 0 || bins < 1 || counts.len != bins * (Py_ssize_t)sizeof(double)
+                 || sums.len != counts.len)) {
+        PyErr_SetString(PyExc_ValueError, "fbinned: edges float64[bins + 1], counts and sums float64[bins]");
+        bad = 1;
+    }
+    if (bad) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&edges);
+        PyBuffer_Release(&counts);
+        PyBuffer_Release(&sums);
+        return NULL;
+    }
+    const double *e = edges.buf;
+    double *cnt = counts.buf, *sum = sums.buf, lo = e[0], hi = e[bins];
+    const void *buf = values.buf;
+    Py_ssize_t n = values.len / itemsize;
+    int single = bins == 1 || hi == lo;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = pixel(buf, itemsize, i);
+        if (!(v >= lo && v <= hi) || !valid(v, &rule))
+            continue;
+        Py_ssize_t k = 0;
+        if (!single) {
+            double t = (v - lo) * scale;
+            k = t >= (double)(bins - 1) ? bins - 1 : (t > 0 ? (Py_ssize_t)t : 0);
+            if (v < e[k])
+                k--;
+            if (k < bins - 1 && v >= e[k + 1])  /* the comparison uses the index after the step above */
+                k++;
+        }
+        cnt[k] += 1.0;
+        sum[k] += v;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&edges);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&sums);
+    Py_RETURN_NONE;
+}
+
+/* out[i * bands + b] = lut[v[i] * bands + b]: colours (bands 2..4) of uint8 class ids or of
+ * uint16 values, pixel-interleaved */
+#define LUTN_LOOP(UINT, BANDS)                                                                          \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                                \
+        const uint8_t *src = table + (Py_ssize_t)((const UINT *)v)[i] * BANDS;                          \
+        for (int b = 0; b < BANDS; b++)                                                                 \
+            dst[i * BANDS + b] = src[b];                                                                \
+    }
+
+static PyObject *lutn(PyObject *self, PyObject *args) {
+    Py_buffer values, lut, out;
+    int itemsize, bands;
+    if (!PyArg_ParseTuple(args, "y*iy*iw*:lutn", &values, &itemsize, &lut, &bands, &out))
+        return NULL;
+    Py_ssize_t n = itemsize > 0 ? values.len / itemsize : 0;
+    if ((itemsize != 1 && itemsize != 2) || values.len % itemsize != 0 || bands < 2 || bands > 4
+        || lut.len != ((Py_ssize_t)1 << (8 * itemsize)) * bands || out.len != n * bands) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&lut);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError,
+                        "lutn: values uint8 or uint16 (itemsize 1, 2), lut uint8[256 or 65536][bands], "
+                        "bands 2..4, out uint8[n][bands]");
+        return NULL;
+    }
+    const void *v = values.buf;
+    const uint8_t *table = (const uint8_t *)lut.buf;
+    uint8_t *dst = (uint8_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    if (itemsize == 1) {
+        if (bands == 2) { LUTN_LOOP(uint8_t, 2) } else if (bands == 3) { LUTN_LOOP(uint8_t, 3) } else { LUTN_LOOP(uint8_t, 4) }
+    } else {
+        if (bands == 2) { LUTN_LOOP(uint16_t, 2) } else if (bands == 3) { LUTN_LOOP(uint16_t, 3) } else { LUTN_LOOP(uint16_t, 4) }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&lut);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"hist16", hist16, METH_VARARGS, "hist16(values, counts): counts[v] += 1 for every uint16 value"},
+    {"hist8", hist8, METH_VARARGS, "hist8(values, counts): counts[v] += 1 for every uint8 value"},
     {"lut16", lut16, METH_VARARGS, "lut16(values, lut, out): out[i] = lut[values[i]] (uint16 -> uint8)"},
+    {"lutn", lutn, METH_VARARGS, "lutn(values, itemsize, lut, bands, out): colours of uint8/uint16 values"},
+    {"fscan", fscan, METH_VARARGS, "fscan(values, itemsize, nodata, top): (count, min, max) of valid floats"},
+    {"fkeyhist", fkeyhist, METH_VARARGS, "fkeyhist(values, itemsize, nodata, shift, prefixes, counts)"},
+    {"fclassify", fclassify, METH_VARARGS, "fclassify(values, itemsize, edges, nodata, out): float class ids"},
+    {"fbinned", fbinned, METH_VARARGS, "fbinned(values, itemsize, nodata, edges, scale, counts, sums)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fastkernels", "Compiled uint16 histogram and look-up (optional).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_fastkernels", "Compiled per-pixel kernels (optional).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fastkernels(void) { return PyModule_Create(&module); }
