@@ -268,8 +268,8 @@ def numpy_classes(path: str, ph: Phases | None = None, scheme: str = "equal_inte
     ph and ph.mark("read")
     step = max(1, (1 << 22) // max(arr.shape[1], 1))  # ~4 Mpixel blocks: bounded temporaries
 
-    def strips():
-        return (arr[r:r + step] for r in range(0, arr.shape[0], step))
+    def strips(a=arr):
+        return (a[r:r + step] for r in range(0, a.shape[0], step))
 
     edges = scheme_edges(strips, arr.dtype, scheme, count)
     lut = None if is_float(arr.dtype) else lut_from_edges(edges, np.iinfo(arr.dtype).max + 1)
