@@ -89,7 +89,7 @@ SCENECLASS_MARKS = [
     (re.compile(r" INFO \S+: (new|changed|forced) \("), "import+plan"),
     (re.compile(r" INFO input "), "checksum+open"),
     (re.compile(r" edges: "), "statistics"),
-    (re.compile(r"assembling the COG|writing the Zarr|INFO \S+\.zarr"), "classify+stage"),
+    (re.compile(r"assembling the COG"), "classify+stage"),
     (re.compile(r" INFO wrote "), "assemble"),
 ]
 
@@ -338,6 +338,8 @@ def sceneclass_phases(res: dict) -> dict:
         prev = t
     if marks:
         phases["legend+exit"] = round(res["wall_s"] - prev, 3)
+    if "assemble" in phases and "classify+stage" not in phases:  # Zarr: written as it is classified
+        phases = {("classify+write" if k == "assemble" else k): v for k, v in phases.items()}
     return phases
 
 
