@@ -226,12 +226,12 @@ def scheme_edges(strips, dtype, scheme: str, count: int):
         edges = np.linspace(float(lo), float(hi), bins + 1)
         w = np.zeros(bins, np.int64)
         sums = np.zeros(bins)
-        for block in strips():
+        for block in strips():  # numpy.histogram's bins: [e_i, e_i+1), the last one closed
             v = valid_of(block).astype(np.float64)
-            c, _ = np.histogram(v, bins=edges)
-            s, _ = np.histogram(v, bins=edges, weights=v)
-            w += c
-            sums += s
+            idx = np.searchsorted(edges, v, side="right") - 1
+            idx[idx == bins] = bins - 1  # v == max
+            w += np.bincount(idx, minlength=bins)
+            sums += np.bincount(idx, weights=v, minlength=bins)
         keep = w > 0
         w = w[keep]
         x = sums[keep] / w
