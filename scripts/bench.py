@@ -809,9 +809,9 @@ def skip_note(row: str, size: str, skips: dict) -> str | None:
 
 
 #: bytes per pixel the in-memory numpy row needs (the array, its classes, GDAL's in-memory copy,
-#: and for quantile the gathered valid pixels and numpy.quantile's copy of them)
-NUMPY_BYTES_PER_PX = {("uint16", "quantile"): 8.0, ("uint16", None): 5.0,
-                      ("float32", "quantile"): 15.0, ("float32", None): 7.0}
+#: and for quantile the gathered valid pixels, partitioned in place)
+NUMPY_BYTES_PER_PX = {("uint16", "quantile"): 6.5, ("uint16", None): 5.0,
+                      ("float32", "quantile"): 10.0, ("float32", None): 7.0}
 
 
 def memory_skip(spec: dict, pixels: int, ram_bytes: int | None) -> str | None:

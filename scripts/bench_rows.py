@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""One benchmark row as a standalone process: ``python scripts/bench_rows.py ROW INPUT OUTPUT``.
+"""One benchmark row as a standalone process:
+``python scripts/bench_rows.py ROW INPUT OUTPUT [SCHEME COUNT [KIND]]``.
 
-Every classifying row turns the single-band 8/16-bit unsigned INPUT into 20 equal-interval
-classes exactly like ``numpy.histogram(valid, bins=20)`` (valid = pixels != 0; class 0 is
-nodata, class k is histogram bin k-1: left-closed, the last bin closed) and writes the class ids
-as a georeferenced, paletted uint8 COG with sceneclass's default COG creation options.
+Every classifying row turns the single-band INPUT (uint8/uint16: 0 is nodata; float32: NaN is
+nodata) into COUNT classes of SCHEME (default: 20 equal-interval classes) exactly as sceneclass
+defines them (class 0 is nodata, class k holds ``edges[k-1] <= x < edges[k]``, the last class
+closed; see :func:`scheme_edges`) and writes the class ids as a georeferenced, paletted uint8
+COG with sceneclass's default COG creation options (the sceneclass row: KIND ``cog``, ``rgb``
+or ``zarr``). SCHEME/COUNT apply to ``numpy``, ``xarray-spatial``, ``sceneclass`` and
+``reference``; the other rows do uint16, equal_interval 20.
 
 Rows (what users would otherwise run, and two references):
 
@@ -12,17 +16,20 @@ Rows (what users would otherwise run, and two references):
 ``copy``            ``rasterio.shutil.copy(INPUT, OUTPUT, driver="COG")``: the I/O users know.
 ``recipe``          the blog recipe as written: whole array, ``np.histogram``, a boolean mask
                     and an RGB colour per class (its 8-colour table cycled for 20 classes).
-``numpy``           a careful in-memory numpy version: per-row-block ``bincount``,
-                    ``histogram_bin_edges`` on [min, max], a value -> class look-up table.
-``xarray-spatial``  ``xrspatial.classify.equal_interval`` on a dask array (rioxarray), written
-                    with ``.rio.to_raster``. Closes its bins on the right: a few pixels differ.
+``numpy``           a careful in-memory numpy version: the statistics per row block
+                    (``bincount`` for integers), the scheme's edges, a value -> class look-up
+                    table (integers) or ``searchsorted`` per row block (floats).
+``xarray-spatial``  ``xrspatial.classify.<SCHEME>`` on a dask array (rioxarray), written with
+                    ``.rio.to_raster``. Closes its bins on the right, approximates quantiles and
+                    samples for natural breaks: some pixels differ (reported, not failed).
 ``floor``           sceneclass's own COG writer fed with precomputed classes (INPUT is then the
                     classes GeoTIFF made by the ``reference`` helper): read once + write, no stats.
 ``sceneclass``      the CLI, ``sceneclass run CFG``, with a generated config (this script
                     ``exec``s it, so the process measured is the CLI itself).
 
-Helper (not a benchmark row): ``reference INPUT CLASSES.tif`` writes the numpy row's classes as
-an uncompressed tiled GeoTIFF: the floor row's input and the bench's agreement reference.
+Helper (not a benchmark row): ``reference INPUT CLASSES.tif [SCHEME COUNT]`` writes the numpy
+row's classes as an uncompressed tiled GeoTIFF, computed strip by strip (bounded memory but for
+quantile's gathered valid pixels): the floor row's input and the bench's agreement reference.
 
 Each row prints one line ``BENCH_ROW {json}`` on stdout with its in-process phase times.
 Rows do all their work in this process (no worker processes), so the parent's
@@ -168,7 +175,7 @@ def _pad(edges: list[float], n: int):
     return np.asarray(edges[:-1] + [edges[-1]] * (n + 2 - len(edges)), dtype=np.float64)
 
 
-def scheme_edges(strips, dtype, scheme: str, count: int):
+def scheme_edges(strips, dtype, scheme: str, count: int, size_hint: int | None = None):
     """The N+1 class edges of ``scheme`` over the valid pixels of ``strips()`` (a callable giving
     an iterator of pixel blocks; called once or twice), with sceneclass's documented semantics:
 
@@ -177,12 +184,16 @@ def scheme_edges(strips, dtype, scheme: str, count: int):
     * ``natural_breaks``: Fisher-Jenks (``pipeline.jenks.fisher_jenks``) on the exact value
       counts (8/16-bit) or on a 65,536-bin ``numpy.histogram`` over [min, max] (floats), each bin
       represented by the mean of its values; inner edges are the first value (bin edge) of a class.
+
+    ``size_hint`` (at least the number of pixels) lets quantile gather the valid pixels into one
+    buffer (no per-strip copies, no concatenation; ``numpy.quantile`` then works in place).
     """
     import numpy as np
 
     dtype = np.dtype(dtype)
     integer = not is_float(dtype)
     n_valid, lo, hi, gathered, counts = 0, None, None, [], None
+    buf = np.empty(size_hint, dtype) if scheme == "quantile" and size_hint and is_float(dtype) else None
     if integer:
         counts = np.zeros(np.iinfo(dtype).max + 1, np.int64)
     for block in strips():
@@ -194,7 +205,9 @@ def scheme_edges(strips, dtype, scheme: str, count: int):
             n_valid += v.size
             lo = v.min() if lo is None else min(lo, v.min())
             hi = v.max() if hi is None else max(hi, v.max())
-            if scheme == "quantile":
+            if buf is not None:
+                buf[n_valid - v.size:n_valid] = v
+            elif scheme == "quantile":
                 gathered.append(v)
     if integer:
         counts[NODATA] = 0
@@ -210,10 +223,12 @@ def scheme_edges(strips, dtype, scheme: str, count: int):
     if scheme == "quantile":
         if integer:
             valid = np.repeat(present.astype(dtype), counts[present])
+        elif buf is not None:
+            valid = buf[:n_valid]
         else:
-            valid = np.concatenate(gathered) if len(gathered) > 1 else gathered[0]
+            valid = np.concatenate(gathered) if len(gathered) > 1 else gathered[0].copy()
             gathered.clear()
-        return np.quantile(valid, q)
+        return np.quantile(valid, q, overwrite_input=True)  # same result, no copy
     if scheme != "natural_breaks":
         raise ValueError(f"unknown scheme {scheme!r}")
     from pipeline.jenks import fisher_jenks
@@ -271,7 +286,7 @@ def numpy_classes(path: str, ph: Phases | None = None, scheme: str = "equal_inte
     def strips(a=arr):
         return (a[r:r + step] for r in range(0, a.shape[0], step))
 
-    edges = scheme_edges(strips, arr.dtype, scheme, count)
+    edges = scheme_edges(strips, arr.dtype, scheme, count, arr.size)
     lut = None if is_float(arr.dtype) else lut_from_edges(edges, np.iinfo(arr.dtype).max + 1)
     ph and ph.mark("stats")
     classes = np.empty(arr.shape, np.uint8)
@@ -477,7 +492,7 @@ def helper_reference(inp: str, out: str, ph: Phases, scheme: str = "equal_interv
             for r in range(0, height, step):
                 yield src.read(1, window=Window(0, r, width, min(step, height - r)))
 
-        edges = scheme_edges(strips, dtype, scheme, count)
+        edges = scheme_edges(strips, dtype, scheme, count, height * width)
         ph.mark("stats")
         lut = None if is_float(dtype) else lut_from_edges(edges, np.iinfo(dtype).max + 1)
         profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
