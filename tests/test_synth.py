@@ -282,3 +282,56 @@ def test_cli(tmp_path, capsys):
         assert src.nodata == 0
     with pytest.raises(SystemExit):
         cli.main([str(tmp_path), "--size", "bogus"])
+
+
+# ---------------------------------------------------------------------------
+# the float32 form
+# ---------------------------------------------------------------------------
+def test_float32_form_is_scaled_dn_with_nan_fill(tmp_path, scene):
+    """The float32 scene of a seed is the uint16 scene of that seed, DN * scale + offset,
+    NaN where DN is 0; tiled 512, DEFLATE with the floating-point predictor."""
+    from pipeline.testing.synth import FLOAT_OFFSET, FLOAT_SCALE
+
+    path, dn = scene
+    f = make_scene(tmp_path / "f.tif", "1000x1300", seed=0, dtype="float32", workers=3)
+    with rasterio.open(f) as src:
+        assert src.dtypes[0] == "float32" and src.nodata is None
+        assert src.block_shapes[0] == (512, 512) and src.is_tiled
+        assert src.compression.name.lower() == "deflate"
+        assert src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "3"
+        assert src.tags()["SYNTH_DTYPE"] == "float32"
+        vals = src.read(1)
+    fill = dn == 0
+    assert 0.25 < fill.mean() < 0.35
+    assert np.array_equal(np.isnan(vals), fill)  # NaN exactly where DN is 0
+    expected = dn.astype(np.float64) * FLOAT_SCALE + FLOAT_OFFSET  # the formula, in float64
+    np.testing.assert_allclose(vals[~fill], expected[~fill], rtol=2e-7, atol=0)
+    # and bit for bit the documented float32 arithmetic
+    exact = dn.astype(np.float32) * np.float32(FLOAT_SCALE) + np.float32(FLOAT_OFFSET)
+    assert np.array_equal(vals[~fill], exact[~fill])
+
+
+def test_float32_nodata_declared_and_blocksize(tmp_path):
+    f = make_scene(tmp_path / "f.tif", "300x260", seed=2, dtype="float32", nodata_declared=True, blocksize=64)
+    u = make_scene(tmp_path / "u.tif", "300x260", seed=2, blocksize=128)
+    with rasterio.open(f) as src:
+        assert math.isnan(src.nodata) and src.block_shapes[0] == (64, 64)
+        vals = src.read(1)
+    assert np.array_equal(np.isnan(vals), _read(u) == 0)
+
+
+def test_uint16_form_unchanged_by_dtype_argument(tmp_path, scene):
+    path, dn = scene
+    again = make_scene(tmp_path / "u.tif", "1000x1300", seed=0, dtype="uint16")
+    assert again.read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="dtype"):
+        make_scene(tmp_path / "x.tif", "100x100", dtype="int8")
+
+
+def test_cli_float32(tmp_path, capsys):
+    cli = _load_cli()
+    assert cli.main([str(tmp_path), "--size", "200x300", "--dtype", "uint16", "--dtype", "float32"]) == 0
+    with rasterio.open(tmp_path / "scene_200x300_s0_float32.tif") as src:
+        assert src.dtypes[0] == "float32"
+    with rasterio.open(tmp_path / "scene_200x300_s0.tif") as src:
+        assert src.dtypes[0] == "uint16"

@@ -1,7 +1,9 @@
 """Keep optional heavy imports out of a command-line run until something needs them.
 
 When they are installed, ``dask.array`` imports xarray (with pandas) and scipy at import time
-(about 0.7 s together, a quarter of a Landsat-band run) although a COG run uses neither.
+(about 0.7 s together, a quarter of a Landsat-band run) although a COG run uses neither, and
+``dask`` imports jinja2 for its notebook HTML reprs (``dask.widgets``, about 0.05 s), which a
+run never shows (a distributed dashboard needs it: the scheduler allows it first).
 The CLI hides them while dask loads (:func:`hide`); code that needs one calls :func:`allow`
 first. Library users importing ``pipeline`` themselves are not affected.
 """
@@ -10,11 +12,11 @@ from __future__ import annotations
 
 import sys
 
-DEFERRED = ("xarray", "scipy")
+DEFERRED = ("xarray", "scipy", "jinja2")
 
 
 def hide() -> None:
-    """Make ``import xarray``/``import scipy`` fail (as if absent) until :func:`allow`."""
+    """Make ``import xarray``/``scipy``/``jinja2`` fail (as if absent) until :func:`allow`."""
     for name in DEFERRED:
         sys.modules.setdefault(name, None)
 

@@ -116,6 +116,9 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None, need_of=None) -> Iterator
         with dask.config.set(opts):
             yield None
         return
+    from .._engine.deferred import allow
+
+    allow("jinja2")  # the dashboard (bokeh) renders with it; the CLI hid it while dask loaded
     from distributed import Client, LocalCluster
 
     if cfg.scheduler == "local":

@@ -43,7 +43,8 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-__all__ = ["SIZES", "parse_size", "make_scene", "footprint_columns"]
+__all__ = ["SIZES", "FLOAT_SCALE", "FLOAT_OFFSET", "DTYPES", "parse_size", "make_scene", "footprint_columns",
+           "to_float32"]
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -64,6 +65,13 @@ TARGET_FILL = 0.30
 #: Largest fill fraction accepted for the maximal inscribed rectangle before
 #: the rotation angle is reduced (only matters for very elongated grids).
 _MAX_FILL = 0.32
+
+#: The float32 form of a scene: ``DN * FLOAT_SCALE + FLOAT_OFFSET`` (a scaled Level-2-like product,
+#: in float32 arithmetic), NaN where DN is 0 (the fill).
+FLOAT_SCALE = 0.00341802
+FLOAT_OFFSET = 149.0
+#: The pixel types :func:`make_scene` writes.
+DTYPES = ("uint16", "float32")
 
 GDAL_CACHEMAX_MB = 128
 _MAX_SIDE = 2**31 - 1
@@ -459,13 +467,33 @@ def _render(model: _SceneModel, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
 # ---------------------------------------------------------------------------
 # writer
 # ---------------------------------------------------------------------------
-def _creation_profile(height, width, blocksize, compress, nodata_declared, crs):
+def to_float32(dn: np.ndarray) -> np.ndarray:
+    """The float32 form of uint16 DNs: ``dn * FLOAT_SCALE + FLOAT_OFFSET`` in float32 arithmetic,
+    NaN where ``dn`` is 0.
+
+    Parameters
+    ----------
+    dn : numpy.ndarray of uint16, any shape
+        Digital numbers (0 = fill).
+
+    Returns
+    -------
+    numpy.ndarray of float32, the shape of ``dn``
+    """
+    out = dn.astype(np.float32)
+    out *= np.float32(FLOAT_SCALE)
+    out += np.float32(FLOAT_OFFSET)
+    out[dn == 0] = np.nan
+    return out
+
+
+def _creation_profile(height, width, blocksize, compress, nodata_declared, crs, dtype="uint16"):
     profile = {
         "driver": "GTiff",
         "height": height,
         "width": width,
         "count": 1,
-        "dtype": "uint16",
+        "dtype": dtype,
         "crs": crs,
         "transform": Affine(PIXEL_SIZE, 0.0, ORIGIN[0], 0.0, -PIXEL_SIZE, ORIGIN[1]),
         "tiled": True,
@@ -479,9 +507,9 @@ def _creation_profile(height, width, blocksize, compress, nodata_declared, crs):
     if comp != "none":
         profile["compress"] = comp
         if comp in {"deflate", "lzw", "zstd", "lzma"}:
-            profile["predictor"] = 2
+            profile["predictor"] = 3 if dtype == "float32" else 2
     if nodata_declared:
-        profile["nodata"] = 0
+        profile["nodata"] = float("nan") if dtype == "float32" else 0
     return profile
 
 
@@ -496,6 +524,7 @@ def make_scene(
     crs: str = "EPSG:32633",
     overwrite: bool = True,
     workers: int | None = None,
+    dtype: str = "uint16",
 ) -> Path:
     """Write a synthetic Landsat-like single-band scene to *path* and return it.
 
@@ -508,7 +537,14 @@ def make_scene(
     place once complete.  With ``overwrite=False`` an existing *path* raises
     :class:`FileExistsError`.  *workers* threads render the tiles (default:
     the number of CPUs, at most 8); the pixels do not depend on it.
+
+    With ``dtype="float32"`` the same scene is written in its float32 form (:func:`to_float32`:
+    ``DN * FLOAT_SCALE + FLOAT_OFFSET``, NaN where DN is 0, NaN declared as nodata only if
+    *nodata_declared*), with the floating-point predictor (``PREDICTOR=3``) when compressed;
+    the conversion is done strip by strip, so memory stays bounded.
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     path = Path(path)
     height, width = parse_size(size)
     if isinstance(seed, bool) or not isinstance(seed, Integral):
@@ -529,7 +565,8 @@ def make_scene(
         path, height, width, seed, blocksize, compress, fill,
     )
 
-    profile = _creation_profile(height, width, blocksize, compress, nodata_declared, crs)
+    profile = _creation_profile(height, width, blocksize, compress, nodata_declared, crs, dtype)
+    convert = to_float32 if dtype == "float32" else (lambda dn: dn)
     n_workers = max(1, int(workers) if workers else min(8, os.cpu_count() or 1))
     t0 = time.perf_counter()
     strip_rows = min(blocksize, height)
@@ -560,6 +597,8 @@ def make_scene(
                 SYNTH_GENERATOR="pipeline.synth",
                 SYNTH_SEED=str(int(seed)),
                 SYNTH_SIZE=f"{height}x{width}",
+                **({"SYNTH_DTYPE": dtype, "SYNTH_SCALE": repr(FLOAT_SCALE), "SYNTH_OFFSET": repr(FLOAT_OFFSET)}
+                   if dtype != "uint16" else {}),
             )
             pending = submit(pool, 0)
             for k, r0 in enumerate(strips):
@@ -567,7 +606,7 @@ def make_scene(
                     fut.result()
                 pending = submit(pool, k + 1) if k + 1 < len(strips) else []
                 h = min(r0 + blocksize, height) - r0
-                dst.write(bufs[k % 2][:h], 1, window=Window(0, r0, width, h))
+                dst.write(convert(bufs[k % 2][:h]), 1, window=Window(0, r0, width, h))
         os.replace(partial, path)
     except BaseException:
         try:
