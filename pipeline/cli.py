@@ -225,8 +225,11 @@ def _setup_logging(args) -> None:
 
 
 def _report(batch, dry_run: bool) -> None:
-    """What happened to each output, on stdout."""
+    """What happened to each output, on stdout (object-storage outputs by their URL)."""
+    from .storage import display
+
     for job in batch.jobs:
+        job.output = display(job.output)
         if dry_run:
             print(f"{job.verdict.status:<10} {job.output}  ({job.verdict.reason})")
         elif job.status == "failed":

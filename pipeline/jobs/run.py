@@ -13,6 +13,7 @@ import rasterio
 
 from .. import __version__
 from .. import kernels
+from .. import storage
 from .scheduler import LOCAL_SCHEDULERS, environ, gdal_env, runtime
 from .atomic import Staging, current_staging, output_errors, partial_path
 from .._engine.decoded import DecodedChunks, keep_place
@@ -44,7 +45,13 @@ def check_paths(cfg: RunConfig) -> Path:
     final = Path(cfg.output.path)
     if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
         raise ConfigError(f"output.path: {final} is the input file; choose another path")
-    if final.exists() and not cfg.output.overwrite:
+    remote = storage.remote_of(final)
+    if remote is not None:
+        if remote == cfg.input:
+            raise ConfigError(f"output.path: {storage.display(final)} is the input; choose another path")
+        if not cfg.output.overwrite and storage.exists(remote):
+            raise ConfigError(f"output.path: {storage.display(final)} exists (set output.overwrite: true to replace it)")
+    elif final.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output.path: {final} exists (set output.overwrite: true to replace it)")
     return final
 
@@ -77,7 +84,8 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
         check_table_alpha(cfg.palette)
     check_extras(cfg)
     if header:
-        open_input(cfg)
+        with storage.gdal_env(input_access(cfg)):
+            open_input(cfg)
         folder_in_the_way(final.parent)
 
 
@@ -186,9 +194,17 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
     final = check_paths(cfg)
     preflight(cfg)
     env = gdal_env(cfg)
-    with rasterio.Env(**env), environ(env):  # the run's GDAL settings; no scheduler is needed yet
+    with rasterio.Env(**env), environ(env), storage.gdal_env(input_access(cfg)):  # no scheduler is needed yet
         scene = open_input(cfg)
+    remote = storage.remote_of(final)
+    if remote is not None:
+        storage.check_reachable(remote)
     return final, scene
+
+
+def input_access(cfg: RunConfig):
+    """The object-storage access the input (or its mask raster) needs on this thread, or None."""
+    return storage.access_for(cfg.input) or (storage.access_for(cfg.mask.path) if cfg.mask is not None else None)
 
 
 def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
@@ -274,7 +290,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
 
                 def legend_of(counts: np.ndarray) -> dict:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                                        version=__version__, output=str(final), labels=labels)
+                                        version=__version__, output=storage.display(final), labels=labels)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
                     if identity(cfg.input) != before:
