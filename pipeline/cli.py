@@ -226,10 +226,10 @@ def _setup_logging(args) -> None:
 
 def _report(batch, dry_run: bool) -> None:
     """What happened to each output, on stdout (object-storage outputs by their URL)."""
-    from .storage import display
+    from .urls import redact_text
 
     for job in batch.jobs:
-        job.output = display(job.output)
+        job.output = redact_text(str(job.output))  # a remote output's shadow folder shows as its URL
         if dry_run:
             print(f"{job.verdict.status:<10} {job.output}  ({job.verdict.reason})")
         elif job.status == "failed":

@@ -181,8 +181,10 @@ class Access:
             client["region_name"] = self.region
         if client:
             opts["client_kwargs"] = client
+        # fail within seconds on an unreachable endpoint (botocore's default retries take minutes)
+        opts["config_kwargs"] = {"connect_timeout": 10, "retries": {"max_attempts": 3, "mode": "standard"}}
         if self.virtual_hosting is not None:
-            opts["config_kwargs"] = {"s3": {"addressing_style": "virtual" if self.virtual_hosting else "path"}}
+            opts["config_kwargs"]["s3"] = {"addressing_style": "virtual" if self.virtual_hosting else "path"}
         if not self.anonymous and self.key:
             opts.update(key=self.key, secret=self.secret, token=self.token)
         return opts
@@ -458,8 +460,12 @@ def check_reachable(url: str) -> None:
     fs = current().filesystem(url)
     bucket = _fs_path(url).split("/", 1)[0]
     try:
-        if not fs.exists(bucket):
-            raise FileNotFoundError(f"bucket {bucket} does not exist")
+        if hasattr(fs, "call_s3"):  # one request (s3fs's info tries several)
+            fs.call_s3("head_bucket", Bucket=bucket)
+        else:
+            fs.info(bucket)
+    except FileNotFoundError:
+        raise OutputError(f"{redact(url)}: cannot write: bucket {bucket} does not exist") from None
     except Exception as e:  # noqa: BLE001
         raise OutputError(f"{redact(url)}: cannot reach the output location ({reason(e)})") from None
 

@@ -344,9 +344,9 @@ def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
             "seconds": round(job.seconds, 3)}
     try:
         write_manifest(failure_path(job.output), data)
-    except OSError as e:  # the error line says it all; an older record must not stand for this run
+    except (OSError, OutputError) as e:  # the error line says it all; an older record must not stand for this run
         remove(failure_path(job.output))
-        log.info("%s: could not record the failure (%s)", failure_path(job.output), e.strerror or e)
+        log.info("%s: could not record the failure (%s)", failure_path(job.output), getattr(e, "strerror", None) or e)
 
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
@@ -368,6 +368,8 @@ def _run_batch(cfg: RunConfig, force: bool, dry_run: bool) -> BatchResult:
     jobs = plan(cfg)
     for job in jobs:  # config problems refuse the whole run before anything is locked or written
         preflight(job.config)
+    for prefix in sorted({storage.remote_of(j.output.parent) for j in jobs} - {None}):
+        storage.check_reachable(prefix)  # one line within seconds, before any manifest is looked for
     folder = run_folder(cfg, jobs)
     if dry_run:
         _judge(jobs, force)

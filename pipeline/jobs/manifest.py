@@ -72,7 +72,7 @@ def quick_fingerprint(path: str) -> dict:
 
 def fingerprint(path: str) -> dict:
     fp = quick_fingerprint(path)
-    if "size" in fp:
+    if "size" in fp and not is_url(path):
         fp["sha256"] = checksum(path)
     return fp
 
