@@ -43,6 +43,7 @@ def config_hash(job) -> str:
     """Hash of everything in a job's config that affects its output (not dask/processing)."""
     data = job.model_dump(mode="json", include=set(HASHED_KEYS) | {"outputs"} & set(type(job).model_fields))
     data["output"].pop("overwrite", None)
+    data["output"]["path"] = storage.display(data["output"]["path"])  # a remote output by its URL, not its shadow
     data["input"] = redact(data.get("input"))  # a credential must not be guessable from the hash
     mask = getattr(job, "mask", None)
     if mask is not None:  # the mask raster's pixels change the output too: its size and mtime
@@ -169,7 +170,8 @@ def judge(job, output: Path, extra_files: list[Path]) -> Verdict:
     old = man.get("input_fingerprint", {})
     quick = quick_fingerprint(job.input)
     if all(old.get(k) == v for k, v in quick.items()):
-        return Verdict("up to date", "input unchanged (size, mtime)")
+        what = "ETag, size, last modified" if "etag" in quick else "size, mtime"
+        return Verdict("up to date", f"input unchanged ({what})")
     full = fingerprint(job.input)
     if full.get("sha256") and full.get("sha256") == old.get("sha256"):
         return Verdict("up to date", "input touched, content unchanged", full)
