@@ -152,21 +152,14 @@ class Access:
         """A ``rasterio.Env`` for this thread with the options and the credentials (rasterio
         takes credentials only through its ``AWSSession``)."""
         import rasterio
-        from rasterio.session import AWSSession
 
-        session = None
-        if self.anonymous:
-            session = AWSSession(aws_unsigned=True, endpoint_url=self._gdal_endpoint(), region_name=self.region)
-        elif self.key and self.secret:
-            session = AWSSession(aws_access_key_id=self.key, aws_secret_access_key=self.secret,
-                                 aws_session_token=self.token, region_name=self.region,
-                                 endpoint_url=self._gdal_endpoint(), requester_pays=self.requester_pays)
-        opts = self.gdal_options()
-        with rasterio.Env(session=session, **opts) if session is not None else rasterio.Env(**opts):
+        creds = {}
+        if not self.anonymous and self.key and self.secret:
+            creds = {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
+            if self.token:
+                creds["AWS_SESSION_TOKEN"] = self.token
+        with rasterio.Env(session=_credentials_session(creds), **self.gdal_options()):
             yield
-
-    def _gdal_endpoint(self) -> str | None:
-        return self.endpoint_url.split("://", 1)[-1].rstrip("/") if self.endpoint_url else None
 
     # --------------------------------------------------------------- fsspec
     def storage_options(self, protocol: str = "s3") -> dict:
@@ -209,6 +202,22 @@ class Access:
 
     def __reduce__(self):  # a plain value (its fields) in the task graph
         return (type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+
+
+def _credentials_session(creds: dict):
+    """A rasterio session that hands GDAL the given credential options (rasterio takes
+    ``AWS_SECRET_ACCESS_KEY`` only from a session; its own ``AWSSession`` needs boto3)."""
+    from rasterio.session import Session
+
+    class Credentials(Session):
+        def get_credential_options(self):
+            return dict(creds)
+
+        @classmethod
+        def hascreds(cls, config):
+            return True
+
+    return Credentials()
 
 
 def resolve(endpoint_url: str | None = None, region: str | None = None, anonymous: bool = False,

@@ -216,6 +216,8 @@ def check(cfg: RunConfig) -> list[Job]:
     jobs = plan(cfg)
     for job in jobs:
         preflight(job.config, header=True)
+    for prefix in sorted({storage.remote_of(j.output.parent) for j in jobs} - {None}):
+        storage.check_reachable(prefix)
     return jobs
 
 
