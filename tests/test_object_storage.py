@@ -352,3 +352,29 @@ def test_access_keeps_secrets_out_of_repr_and_pickles(monkeypatch):
     assert storage.gdal_path("az://c/k.tif") == "/vsiaz/c/k.tif"
     assert storage.gdal_path("abfs://c/k.tif") == "/vsiadls/c/k.tif"
     assert storage.gdal_path("https://h/k.tif") == "/vsicurl/https://h/k.tif"
+
+
+def test_replaced_http_input_is_redone(tmp_path):
+    """An HTTP input is fingerprinted by what its server sends (here the size): a replaced
+    file is redone by a batch, an unchanged one skipped."""
+    from _procs import http_server
+
+    served = tmp_path / "www"
+    served.mkdir()
+    crop(served / "h.tif", w=300, h=260)
+    out = tmp_path / "out"
+    with http_server(served) as (base, _stats):
+        cfg = tmp_path / "h.yaml"
+        cfg.write_text(json.dumps({"inputs": [f"{base}/h.tif"], "output": {"folder": str(out), "path": "{stem}.tif",
+                                                                           "blocksize": 64}}))
+        first = sceneclass("run", str(cfg))
+        assert first.returncode == 0, first.stderr
+        manifest = json.loads((out / "h.manifest.json").read_text())
+        assert manifest["input_fingerprint"]["size"] == (served / "h.tif").stat().st_size
+        again = sceneclass("run", str(cfg))
+        assert again.returncode == 0 and "skipped" in again.stdout, again.stdout + again.stderr
+        crop(served / "h.tif", w=300, h=270)
+        third = sceneclass("run", str(cfg))
+        assert third.returncode == 0 and "done" in third.stdout and "input changed" in third.stderr, third.stderr
+        with rasterio.open(out / "h.tif") as got:
+            assert got.height == 270
