@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
@@ -45,6 +46,7 @@ GDAL_PREFIX = {"s3": "/vsis3/", "gs": "/vsigs/", "gcs": "/vsigs/", "az": "/vsiaz
 READ_ONLY = ("http", "https")
 #: fsspec protocol -> the package that implements it (named in the error when it is missing)
 FSSPEC_PACKAGE = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 #: part size of multipart uploads (S3 needs at least 5 MiB per part but the last)
 PART_SIZE = 16 << 20
 
@@ -52,10 +54,8 @@ PART_SIZE = 16 << 20
 def scheme(path: str) -> str | None:
     """The lower-case URL scheme of ``path`` (``s3`` for ``s3://b/k``), or None for a local or
     GDAL (``/vsi...``) path."""
-    if not isinstance(path, str) or "://" not in path:
-        return None
-    head = path.split("://", 1)[0]
-    return head.lower() if head.isalnum() or all(c.isalnum() or c in "+.-" for c in head) else None
+    m = _SCHEME.match(path) if isinstance(path, str) else None
+    return m.group(1).lower() if m else None
 
 
 def is_remote(path: str) -> bool:
@@ -83,6 +83,9 @@ def check_output_url(path: str, key: str = "output.path") -> None:
         http(s) (read only) or an unknown scheme (the message names ``key``).
     """
     s = scheme(path)
+    if s is None and "://" in path:
+        raise ValueError(f"{redact(path)!r}: not a URL sceneclass can write (no valid scheme before ://); outputs go "
+                         "to a local folder or to object storage (s3://, gs://, az://, abfs://)")
     if s is None:
         if path.startswith("/vsi"):
             raise ValueError(f"{path!r}: GDAL /vsi paths are not output locations; write s3://, gs://, az:// "
@@ -199,9 +202,6 @@ class Access:
             pkg = FSSPEC_PACKAGE.get(protocol, protocol)
             raise ConfigError(f"{redact(url)}: {protocol}:// needs the {pkg} package "
                               f"(pip install \"sceneclass[s3]\" for S3, or pip install {pkg})") from None
-
-    def __reduce__(self):  # a plain value (its fields) in the task graph
-        return (type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
 
 
 def _credentials_session(creds: dict):
@@ -482,7 +482,7 @@ def check_reachable(url: str) -> None:
 # -------------------------------------------------------------- fingerprints
 def _info_fingerprint(info: dict) -> dict:
     fp = {}
-    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("etag")
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
     if etag:
         fp["etag"] = str(etag).strip('"')
     if info.get("size") is not None:
@@ -538,7 +538,7 @@ def remote_fingerprint(url: str) -> dict:
         info = fs.info(_fs_path(url))
     except OSError:
         raise
-    except Exception as e:  # noqa: BLE001 - client errors
+    except Exception as e:  # noqa: BLE001 - client errors (endpoint unreachable, denied) as OSError
         raise OSError(reason(e)) from None
     return _info_fingerprint(info)
 

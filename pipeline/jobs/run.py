@@ -267,6 +267,11 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
         if scene.mask is None:
             place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in,
                                local)
+            if (place == "disk" and not local and cfg.processing.reuse_decoded == "auto"
+                    and storage.remote_of(final) is not None):  # its folder is the client's temporary one
+                log.info("not keeping decoded chunks: the output goes to object storage and the cluster's workers "
+                         "need not see this machine's temporary folder (the write pass decodes the input again)")
+                place = None
         else:
             place = None
             if cfg.processing.reuse_decoded != "never":
