@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import logging
-import os
 import posixpath
 import re
 import shutil

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -57,9 +55,9 @@ def crop(path, x0=500, y0=600, w=650, h=610, delta=0):
     return path
 
 
-def creds(endpoint=None) -> dict:
-    env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": REGION}
-    return env
+def creds() -> dict:
+    """The client's credentials: only the sceneclass process gets them, in its environment."""
+    return {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": REGION}
 
 
 def endpoint_set(endpoint: str) -> tuple[str, ...]:
@@ -133,17 +131,25 @@ def no_secret(*texts) -> None:
         assert SECRET not in t and SECRET.replace("/", "%2F") not in t
 
 
-def local_reference(tmp_path, src, name):
-    ref = tmp_path / "local" / name
-    r = sceneclass("classify", str(src), str(ref), *COMMON)
-    assert r.returncode == 0, r.stderr
-    return ref
-
-
-def test_cog_and_zarr_in_and_out_on_threads(s3, tmp_path):
-    endpoint, client = s3
-    src = crop(tmp_path / "in.tif")
+@pytest.fixture(scope="module")
+def reference(s3, tmp_path_factory):
+    """The input crop, in the bucket at ``in/a.tif``, and the local runs' COG and Zarr of it
+    (written by the local writers from the local file)."""
+    _, client = s3
+    folder = tmp_path_factory.mktemp("reference")
+    src = crop(folder / "in.tif")
     client.upload_file(str(src), BUCKET, "in/a.tif")
+    refs = {}
+    for name in ("a.tif", "a.zarr"):
+        refs[name] = folder / "local" / name
+        r = sceneclass("classify", str(src), str(refs[name]), *COMMON)
+        assert r.returncode == 0, r.stderr
+    return src, refs
+
+
+def test_cog_and_zarr_in_and_out_on_threads(s3, reference, tmp_path):
+    endpoint, client = s3
+    src, refs = reference
     for name in ("a.tif", "a.zarr"):
         out = f"s3://{BUCKET}/threads/{name}"
         r = sceneclass("classify", f"s3://{BUCKET}/in/a.tif", out, *COMMON, *endpoint_set(endpoint), **creds())
@@ -151,10 +157,10 @@ def test_cog_and_zarr_in_and_out_on_threads(s3, tmp_path):
         assert f"done       {out}" in r.stdout
         no_secret(r.stdout, r.stderr)
         assert not (tmp_path / "s3:").exists()
-        ref = local_reference(tmp_path, src, name)
+        ref = refs[name]
         legend = json.loads(client.get_object(Bucket=BUCKET, Key="threads/a.legend.json")["Body"].read())
         assert legend["output"] == out
-        want = json.loads((tmp_path / "local" / "a.legend.json").read_text())
+        want = json.loads(ref.with_name("a.legend.json").read_text())
         assert legend["edges"] == want["edges"] and legend["classes"] == want["classes"]
         manifest = json.loads(client.get_object(Bucket=BUCKET, Key="threads/a.manifest.json")["Body"].read())
         assert manifest["status"] == "done" and manifest["output"] == out
@@ -167,31 +173,29 @@ def test_cog_and_zarr_in_and_out_on_threads(s3, tmp_path):
     assert not [k for k in keys(client, "threads/") if "sceneclass-partial" in k]
 
 
-def test_cluster_workers_get_storage_from_the_client(s3, tmp_path, monkeypatch):
+def test_cluster_workers_get_storage_from_the_client(s3, reference, tmp_path, monkeypatch):
     """Two ``dask worker`` processes started without any AWS setting read the input from the
     bucket and write the Zarr chunks to it: the config and the client carry endpoint and keys."""
     endpoint, client = s3
     for k in list(os.environ):
         if k.startswith("AWS_"):
             monkeypatch.delenv(k)
-    src = crop(tmp_path / "in.tif", x0=900, y0=700, w=530, h=470)
-    client.upload_file(str(src), BUCKET, "in/c.tif")
+    src, refs = reference
     with dask_cluster(tmp_path / "cluster") as cluster:
         with cluster.client() as c:
             seen = c.run(lambda: sorted(k for k in os.environ if k.startswith("AWS_")))
         assert seen and all(v == [] for v in seen.values()), seen
-        for name in ("c.tif", "c.zarr"):
+        for name in ("a.tif", "a.zarr"):
             out = f"s3://{BUCKET}/cluster/{name}"
-            r = sceneclass("classify", f"s3://{BUCKET}/in/c.tif", out, *COMMON, *endpoint_set(endpoint),
+            r = sceneclass("classify", f"s3://{BUCKET}/in/a.tif", out, *COMMON, *endpoint_set(endpoint),
                            "--set", f"dask.scheduler={cluster.address}", **creds())
             assert r.returncode == 0, r.stderr + cluster.log_tail()
             no_secret(r.stdout, r.stderr, cluster.log_tail(200))
-            ref = local_reference(tmp_path, src, name)
             if name.endswith(".tif"):
-                assert_same_cog(download(client, "cluster/c.tif", tmp_path / "got.tif"), ref)
+                assert_same_cog(download(client, "cluster/a.tif", tmp_path / "got.tif"), refs[name])
             else:
-                store_complete(client, "cluster/c.zarr")
-                assert_same_zarr(download_tree(client, "cluster/c.zarr", tmp_path / "got.zarr"), ref)
+                store_complete(client, "cluster/a.zarr")
+                assert_same_zarr(download_tree(client, "cluster/a.zarr", tmp_path / "got.zarr"), refs[name])
 
 
 def batch_config(tmp_path, endpoint, inputs, prefix, name="{stem}.zarr") -> str:
@@ -284,7 +288,7 @@ def test_unreachable_storage_fails_with_one_line(s3, tmp_path):
                    "-q", **creds())
     assert r.returncode == 4, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert f"s3://{BUCKET}/u/out.tif" in r.stderr
+    assert f"s3://{BUCKET}/u: cannot reach the output location" in r.stderr
     r2 = sceneclass("classify", f"s3://{BUCKET}/in/u.tif", str(tmp_path / "o.tif"), *endpoint_set(dead), "-q",
                     **creds())
     assert r2.returncode == 1, r2.stderr
