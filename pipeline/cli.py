@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     cls = add("classify", "classify one raster band without a config file",
               "Classify band --band of IN into OUT (.tif: a COG, .zarr: a Zarr store) with a legend beside it.",
               CLASSIFY_EPILOG)
-    cls.add_argument("input", metavar="IN", help="input raster (a path or an http(s):// URL)")
-    cls.add_argument("output", metavar="OUT", help="output path: NAME.tif (COG) or NAME.zarr")
+    cls.add_argument("input", metavar="IN", help="input raster (a path, or an s3://, gs://, az://, abfs:// or http(s):// URL)")
+    cls.add_argument("output", metavar="OUT", help="output path or s3:// (gs://, az://, abfs://) URL: NAME.tif (COG) or NAME.zarr")
     cls.add_argument("--scheme", default="equal_interval", metavar="NAME",
                      help="equal_interval (default), quantile, natural_breaks, manual, std_mean, "
                           "head_tail_breaks, percentiles or box_plot")
@@ -225,8 +225,11 @@ def _setup_logging(args) -> None:
 
 
 def _report(batch, dry_run: bool) -> None:
-    """What happened to each output, on stdout."""
+    """What happened to each output, on stdout (object-storage outputs by their URL)."""
+    from .urls import redact_text
+
     for job in batch.jobs:
+        job.output = redact_text(str(job.output))  # a remote output's shadow folder shows as its URL
         if dry_run:
             print(f"{job.verdict.status:<10} {job.output}  ({job.verdict.reason})")
             if job.mosaic is not None:

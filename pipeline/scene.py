@@ -37,6 +37,7 @@ from rasterio.rpc import RPC
 from rasterio.enums import Interleaving
 from rasterio.windows import Window
 
+from . import storage
 from .errors import ConfigError, InputError
 from .kernels import ValueRule, clean_block
 
@@ -212,10 +213,9 @@ def is_url(path: str) -> bool:
 
 
 def gdal_path(path: str) -> str:
-    """Map http(s) URLs to GDAL's /vsicurl/ (range requests); other paths unchanged."""
-    if path.startswith(("http://", "https://")):
-        return "/vsicurl/" + path
-    return path
+    """Map URLs to GDAL's virtual file systems: http(s) to /vsicurl/ (range requests), s3:// to
+    /vsis3/, gs:// to /vsigs/, az:// to /vsiaz/, abfs:// to /vsiadls/; other paths unchanged."""
+    return storage.gdal_path(path)
 
 
 def aligned_chunks(size: int, block: int, target: int, tile: int = 1) -> int:
@@ -273,19 +273,27 @@ def raster_errors(path: str) -> Iterator[None]:
         raise InputError(f"{path}: {msg}") from None
 
 
-def read_window(path: str, band: int, block_info=None, out: np.ndarray | None = None) -> np.ndarray:
-    """Block kernel: one chunk of ``band``, read with its own file handle (into ``out`` if given)."""
+def read_window(path: str, band: int, block_info=None, out: np.ndarray | None = None,
+                access: "storage.Access | None" = None) -> np.ndarray:
+    """Block kernel: one chunk of ``band``, read with its own file handle (into ``out`` if given);
+    ``access``: object-storage settings and credentials, carried by the task (workers need none)."""
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    with rasterio.open(path) as src:
+    with storage.gdal_env(access), rasterio.open(path) as src:
         return src.read(band, window=Window(x0, y0, x1 - x0, y1 - y0), out=out)
 
 
-def read_invalid(path: str, band: int, gdal_mask: bool, qa: MaskRaster | None, block_info=None) -> np.ndarray:
+def read_invalid(path: str, band: int, gdal_mask: bool, qa: MaskRaster | None, block_info=None,
+                 access: "storage.Access | None" = None) -> np.ndarray:
     """Block kernel: True where a chunk's pixels are invalid by GDAL's mask for ``band`` of
     ``path`` (``gdal_mask``: 0 in ``read_masks``) or flagged by the ``qa`` raster."""
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
     window = Window(x0, y0, x1 - x0, y1 - y0)
     bad = np.zeros((y1 - y0, x1 - x0), bool)
+    with storage.gdal_env(access):
+        return _invalid(path, band, gdal_mask, qa, window, bad)
+
+
+def _invalid(path, band, gdal_mask, qa, window, bad) -> np.ndarray:
     if gdal_mask:
         with rasterio.open(path) as src:
             bad |= src.read_masks(band, window=window) == 0
@@ -495,8 +503,9 @@ def open_scene(path: str, band: int = 1, nodata="file", chunk: int = 2048, tile:
     chunks = (chunk_tuple(height, cy), chunk_tuple(width, cx))
     mtime = os.stat(path).st_mtime_ns if not is_url(path) else 0
     token = dask.base.tokenize(src_path, band, cy, cx, mtime)
+    access = storage.access_for(path) or (storage.access_for(mask.path) if mask is not None else None)
     array = da.map_blocks(
-        read_window, src_path, band, chunks=chunks,
+        read_window, src_path, band, access=access, chunks=chunks,
         dtype=dtype, meta=np.empty((0, 0), dtype), name=f"{READ_PREFIX}{token}",
     )
     use_gdal = gdal_mask and mask_kind is not None
@@ -505,7 +514,7 @@ def open_scene(path: str, band: int = 1, nodata="file", chunk: int = 2048, tile:
     if sources:
         qa_time = os.stat(mask.path).st_mtime_ns if mask is not None and not is_url(mask.path) else 0
         mtoken = dask.base.tokenize(token, use_gdal, mask, qa_time)
-        invalid = da.map_blocks(read_invalid, src_path, band, use_gdal, mask, chunks=chunks, dtype=bool,
+        invalid = da.map_blocks(read_invalid, src_path, band, use_gdal, mask, access=access, chunks=chunks, dtype=bool,
                                 meta=np.empty((0, 0), bool), name=f"mask-{mtoken}")
     elif mask_kind is not None:
         log.info("%s band %d: its GDAL %s is ignored (gdal_mask: false)", path, band, mask_kind)

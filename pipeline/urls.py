@@ -69,9 +69,40 @@ def redact(url: str) -> str:
     return head + urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
+#: secrets known to the process (storage credentials): replaced wherever they appear in text
+_secrets: set[str] = set()
+#: local folders that stand for remote prefixes (see :func:`pipeline.storage.mount`): shown as the prefix
+_aliases: dict[str, str] = {}
+
+
+def register_secret(value: str | None) -> None:
+    """Have :func:`redact_text` replace ``value`` (a secret key, a token) wherever it appears."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def register_alias(local: str, remote: str) -> None:
+    """Have :func:`redact_text` show paths under the local folder ``local`` as under ``remote``."""
+    _aliases[local.rstrip("/")] = remote.rstrip("/")
+
+
+def _known(text: str) -> str:
+    for value in _secrets:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    for local, remote in _aliases.items():
+        if local in text:
+            text = text.replace(local, redact(remote))
+    return text
+
+
 def redact_text(text: str) -> str:
-    """Every URL inside ``text`` redacted with :func:`redact` (for log and error lines)."""
-    if not isinstance(text, str) or "://" not in text:
+    """Every URL inside ``text`` redacted with :func:`redact`, every registered secret replaced
+    and every shadow folder of a remote output shown as its URL (for log and error lines)."""
+    if not isinstance(text, str):
+        return text
+    text = _known(text)
+    if "://" not in text:
         return text
     def one(m: re.Match) -> str:
         url = m.group(0)

@@ -52,6 +52,7 @@ import rasterio
 
 from .. import scene as io
 from .. import kernels
+from .. import storage
 from ..scene import Scene, file_backed, gdal_path, is_url
 from .scratch import scratch
 from ..stats import block_hist, hist_length
@@ -118,7 +119,7 @@ def store_chunk(block: np.ndarray, path: str, offsets: np.ndarray, mapped: bool,
 
 def decode_chunk(src: str, band: int, dtype: str, bounds: tuple[np.ndarray, np.ndarray], path: str,
                  offsets: np.ndarray, mapped: bool, hist: tuple[int, int] | None = None,
-                 block_info=None) -> np.ndarray:
+                 block_info=None, access=None) -> np.ndarray:
     """Block kernel over the layout (one (1, 1, 2) block per chunk): read the chunk of ``band``
     of ``src`` (``bounds``: the chunks' pixel edges along y and x) into this thread's scratch
     buffer and keep it as :func:`store_chunk` does. The input array's own read would allocate
@@ -127,7 +128,7 @@ def decode_chunk(src: str, band: int, dtype: str, bounds: tuple[np.ndarray, np.n
     ys, xs = bounds
     window = [(int(ys[i]), int(ys[i + 1])), (int(xs[j]), int(xs[j + 1]))]
     block = scratch("decoded", (window[0][1] - window[0][0], window[1][1] - window[1][0]), dtype)
-    io.read_window(src, band, block_info={None: {"array-location": window}}, out=block)
+    io.read_window(src, band, block_info={None: {"array-location": window}}, out=block, access=access)
     return _store(block, i, j, path, offsets, mapped, hist)
 
 
@@ -349,6 +350,7 @@ class DecodedChunks:
         bounds = tuple(np.cumsum((0,) + c) for c in x.chunks)
         return da.map_blocks(
             decode_chunk, gdal_path(self.scene.path), self.scene.band, x.dtype.str, bounds, *args,
+            access=storage.access_for(self.scene.path),
             chunks=tuple((1,) * len(c) for c in x.chunks) + ((2,),), dtype=np.float64, meta=meta,
             name=f"decode-store-{dask.base.tokenize(x.name, str(self.path), section)}",
         )

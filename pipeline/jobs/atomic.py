@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Literal
 
+from .. import storage
 from ..errors import OutputError
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -72,7 +73,10 @@ def sibling(output: Path, suffix: str) -> Path:
 
 
 def remove(path: Path) -> None:
-    """Remove a file or a folder tree; nothing when it does not exist."""
+    """Remove a file or a folder tree (or a staged remote store); nothing when it does not exist."""
+    if hasattr(path, "discard"):
+        path.discard()
+        return
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -112,11 +116,27 @@ def commit(partial: Path, final: Path) -> None:
     aside (``….sceneclass-partial.old``), which :func:`sweep` renames back if a crash came
     before the new one was in place.
 
+    A path under a remote output's shadow folder (:func:`pipeline.storage.mount`) is uploaded
+    instead (the object appears only complete), and the local temporary removed; a staged
+    remote store (anything with ``commit()``) commits itself.
+
     Raises
     ------
     OSError
         When a rename fails.
+    OutputError
+        When an upload fails (the previous object is unchanged).
     """
+    if hasattr(partial, "commit"):  # a remote store staged under its own prefix
+        partial.commit()
+        return
+    url = storage.remote_of(final)
+    if url is not None:
+        try:
+            storage.put_file(partial, url)
+        finally:
+            remove(partial)
+        return
     if final.is_dir() and not final.is_symlink():
         if _exchange(partial, final):  # partial now holds the old store
             remove(partial)
@@ -174,6 +194,9 @@ class Staging:
             try:
                 for partial, final in self.files:
                     commit(partial, final)
+            except OutputError:
+                self.discard()
+                raise
             except OSError as e:
                 self.discard()
                 raise OutputError(f"{final}: cannot put the output in place ({cause(e)})") from None

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import interrupt
-from .atomic import Staging, output_errors, remove, sweep
+from .. import storage
+from .atomic import PARTIAL_TAG, Staging, output_errors, remove, sweep
 from .collisions import check_collisions, read_paths
 from .checksum import lowest_priority
 from .config import InputSpec, RunConfig, check_suffix
@@ -101,10 +102,16 @@ def scene_date(path: str) -> str:
 
 
 def output_folder(cfg: RunConfig) -> Path:
-    """The folder every output must stay inside: ``output.folder``, or the template's literal folder."""
+    """The folder every output must stay inside: ``output.folder``, or the template's literal
+    folder; for object storage, the local shadow folder that stands for that prefix
+    (:func:`pipeline.storage.mount`)."""
     if cfg.output.folder:
-        return Path(cfg.output.folder)
-    return Path(cfg.output.path.split("{", 1)[0] + "x").parent
+        folder = cfg.output.folder
+        return storage.mount(folder) if storage.is_remote(folder) else Path(folder)
+    literal = cfg.output.path.split("{", 1)[0] + "x"
+    if storage.is_remote(literal):
+        return storage.mount(storage.url_parent(literal))
+    return Path(literal).parent
 
 
 def render_output(cfg: RunConfig, path: str, band: int) -> Path:
@@ -117,10 +124,19 @@ def render_output(cfg: RunConfig, path: str, band: int) -> Path:
     except ValueError as e:
         raise ConfigError(f"{e} (for {redact(path)})") from None
     folder = output_folder(cfg).resolve()
-    target = (folder / rel) if cfg.output.folder else Path(rel)
+    if cfg.output.folder:
+        target = folder / rel
+    elif storage.is_remote(rel):  # under the shadow folder of the template's literal prefix
+        prefix = storage.remote_of(folder)
+        if not rel.startswith(prefix + "/"):
+            raise ConfigError(f"output.path: {cfg.output.path!r} for {path} leaves {redact(prefix)}")
+        target = folder / rel[len(prefix) + 1:]
+    else:
+        target = Path(rel)
     resolved = target.resolve()
     if not resolved.is_relative_to(folder) or resolved == folder:
-        raise ConfigError(f"output.path: {cfg.output.path!r} for {path} resolves to {resolved}, outside {folder}")
+        raise ConfigError(f"output.path: {cfg.output.path!r} for {path} resolves to {storage.display(resolved)}, "
+                          f"outside {storage.display(folder)}")
     return resolved
 
 
@@ -239,9 +255,12 @@ def check(cfg: RunConfig) -> list[Job]:
     """
     from .run import preflight
 
+    storage.activate(cfg.storage.access())
     jobs = plan(cfg)
     for job in jobs:
         preflight(job.config, header=True)
+    for prefix in sorted({storage.remote_of(j.output.parent) for j in jobs} - {None}):
+        storage.check_reachable(prefix)
     return jobs
 
 
@@ -270,7 +289,7 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
         "error": job.error,
         "input": redact(job.config.label),
         **_inputs(job),
-        "output": str(job.output),
+        "output": storage.display(job.output),
         "config_hash": config_hash(job.config),
         "input_fingerprint": input_fp,
         "output_fingerprint": output_fingerprint(job.output) if job.status == "done" else None,
@@ -310,6 +329,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
     pool.shutdown(wait=False)
     refused = True
     staging = Staging()
+    remote = storage.remote_of(job.output)
     try:
         prepared = prepare(job.config)
         refused = False
@@ -322,9 +342,14 @@ def run_job(job: Job, log_errors: bool = True) -> None:
                 raise input_changed(changed)
             job.status = "done"
             job.seconds = time.time() - started
-            with output_errors(job.output):
-                _record(job, started, input_fp)  # staged last: committed after everything else
+            if remote is None:
+                with output_errors(job.output):
+                    _record(job, started, input_fp)  # staged last: committed after everything else
         staging.commit()
+        if remote is not None:  # the manifest records the uploaded objects' fingerprints: after them
+            with output_errors(job.output):
+                _record(job, started, input_fp)
+            storage.remove(storage.remote_of(failure_path(job.output)))
         remove(failure_path(job.output))
     except Exception as e:  # one bad scene must not stop the batch
         stopped = interrupt.received()
@@ -367,24 +392,37 @@ def _input_fp(known: dict | None, pending) -> dict | None:
 def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
     """The error of a failed run in ``NAME.failed.json`` (best effort: the disk may be full)."""
     data = {"status": "failed", "error": job.error, "exit_code": job.exit_code, "input": redact(job.config.label),
-            **_inputs(job), "output": str(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
+            **_inputs(job), "output": storage.display(job.output), "config_hash": config_hash(job.config), "input_fingerprint": input_fp,
             "versions": versions(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "seconds": round(job.seconds, 3)}
     try:
         write_manifest(failure_path(job.output), data)
-    except OSError as e:  # the error line says it all; an older record must not stand for this run
+    except (OSError, OutputError) as e:  # the error line says it all; an older record must not stand for this run
         remove(failure_path(job.output))
-        log.info("%s: could not record the failure (%s)", failure_path(job.output), e.strerror or e)
+        log.info("%s: could not record the failure (%s)", failure_path(job.output), getattr(e, "strerror", None) or e)
 
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
     """Plan, check every job's config, lock the output folders, restore or sweep what
-    interrupted runs left, judge each output, run what is not up to date."""
+    interrupted runs left, judge each output, run what is not up to date.
+
+    Outputs in object storage are not locked: two runs writing into one prefix at the same
+    time are not protected from each other."""
+    storage.activate(cfg.storage.access())
+    try:
+        return _run_batch(cfg, force, dry_run)
+    finally:
+        storage.unmount_all()
+
+
+def _run_batch(cfg: RunConfig, force: bool, dry_run: bool) -> BatchResult:
     from .run import preflight
 
     jobs = plan(cfg)
     for job in jobs:  # config problems refuse the whole run before anything is locked or written
         preflight(job.config)
+    for prefix in sorted({storage.remote_of(j.output.parent) for j in jobs} - {None}):
+        storage.check_reachable(prefix)  # one line within seconds, before any manifest is looked for
     folder = run_folder(cfg, jobs)
     if dry_run:
         _judge(jobs, force)
@@ -411,7 +449,16 @@ def _judge(jobs: list[Job], force: bool) -> None:
 
 
 def sweep_all(folders) -> list[Path]:
-    return [p for f in folders if f.is_dir() for p in sweep(f)]
+    """:func:`pipeline.jobs.atomic.sweep` of each folder; for a remote output's folder, the
+    temporaries (staged Zarr stores) killed runs left under its prefix."""
+    gone = []
+    for f in folders:
+        url = storage.remote_of(f)
+        if url is not None:
+            gone += storage.sweep_remote(url, PARTIAL_TAG)
+        elif f.is_dir():
+            gone += sweep(f)
+    return gone
 
 
 def _refresh_fingerprint(job: Job) -> None:

@@ -42,15 +42,21 @@ def identity(path: str) -> Identity | None:
     Parameters
     ----------
     path : str
-        A local path (a URL or a missing file gives None).
+        A local path, or an object-storage or HTTP(S) URL (a GDAL ``/vsi`` path or a missing
+        file gives None).
 
     Returns
     -------
-    tuple of 4 int or None
-        (size in bytes, mtime in ns, inode, device); None when ``path`` is not a regular file
-        that can be stat'ed.
+    tuple or None
+        (size in bytes, mtime in ns, inode, device) of a local file; for a URL the sorted
+        ``(name, value)`` pairs of its ETag, last modification and size; None when ``path`` is
+        not a regular file that can be stat'ed or the URL cannot be looked up.
     """
-    if "://" in path or path.startswith("/vsi"):
+    if "://" in path:  # object storage and HTTP(S): ETag, last modification and size (one HEAD request)
+        from ..storage import remote_identity
+
+        return remote_identity(path)
+    if path.startswith("/vsi"):
         return None
     try:
         st = os.stat(path)
@@ -85,6 +91,8 @@ def _hashed(path: str) -> tuple[Identity | None, str]:
 def start(path: str) -> None:
     """Begin checksumming a local file in a background thread (daemon, lowest priority);
     :func:`checksum` of the same, unchanged file then waits for that result."""
+    if "://" in path:
+        return
     ident = identity(path)
     if ident is None:
         return
@@ -108,7 +116,7 @@ def start(path: str) -> None:
 def checksum(path: str) -> str:
     """SHA-256 of a file: the one :func:`start` began if the file it hashed is the file now at
     ``path`` (same size, modification time, inode and device), else computed now."""
-    ident = identity(path)
+    ident = identity(path) if "://" not in path else None
     if ident is not None:
         with _lock:
             began = _started.pop(os.path.realpath(path), None)

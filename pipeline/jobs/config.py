@@ -284,9 +284,11 @@ class Output(_Model):
 
     @field_validator("path", "folder")
     @classmethod
-    def _local(cls, v: str | None) -> str | None:
-        if v is not None and _is_url(v):
-            raise ValueError(f"{v!r}: outputs are written to local (or mounted) folders; URLs are not supported yet")
+    def _writable(cls, v: str | None) -> str | None:
+        if v is not None:
+            from ..storage import check_output_url
+
+            check_output_url(v)  # local, or object storage; http(s) and unknown schemes refused
         return v
 
     @model_validator(mode="after")
@@ -349,6 +351,35 @@ class Dask(_Model):
     memory_limit: str | None = Field("auto", description="local: per-worker memory limit, e.g. 4GiB")
     dashboard_address: str = ":8787"
     connect_timeout: float = Field(10.0, gt=0)
+
+
+class Storage(_Model):
+    """How object storage (``s3://`` and S3-compatible stores) is reached, for reads and writes,
+    by the client and every worker. Credentials come from the environment or ``profile`` (the
+    AWS chain, resolved once on the client); they are never written in a config."""
+
+    endpoint_url: str | None = Field(None, description="an S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    region: str | None = None
+    anonymous: bool = False  # unsigned requests (public buckets)
+    profile: str | None = None  # a profile of ~/.aws/config and ~/.aws/credentials
+    requester_pays: bool = False
+    virtual_hosting: bool | None = None  # default: path style for endpoint_url, virtual hosting for AWS
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().startswith(("http://", "https://")):
+            raise ValueError(f"{v!r}: an endpoint URL starts with http:// or https://")
+        if v is not None and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("credentials do not belong in the endpoint URL; use the environment or storage.profile")
+        return v
+
+    def access(self):
+        """The resolved :class:`pipeline.storage.Access` (credentials looked up now)."""
+        from ..storage import resolve
+
+        return resolve(self.endpoint_url, self.region, self.anonymous, self.profile, self.requester_pays,
+                       self.virtual_hosting)
 
 
 class InputSpec(_Model):
@@ -444,6 +475,7 @@ class RunConfig(_Model):
     processing: Processing = Field(default_factory=Processing)
     dask: Dask = Field(default_factory=Dask)
     outputs: Outputs = Field(default_factory=Outputs)
+    storage: Storage = Field(default_factory=Storage)
 
     @model_validator(mode="after")
     def _palette_for_open_count(self) -> "RunConfig":

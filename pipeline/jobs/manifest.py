@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .atomic import atomic_output, sibling, staged_path
 from .checksum import checksum
+from .. import storage
+from ..errors import ConfigError
 from ..scene import is_url
 from ..urls import redact
 
@@ -41,6 +43,7 @@ def config_hash(job) -> str:
     """Hash of everything in a job's config that affects its output (not dask/processing)."""
     data = job.model_dump(mode="json", include=set(HASHED_KEYS) | {"outputs"} & set(type(job).model_fields))
     data["output"].pop("overwrite", None)
+    data["output"]["path"] = storage.display(data["output"]["path"])  # a remote output by its URL, not its shadow
     data["input"] = redact(data.get("input"))  # a credential must not be guessable from the hash
     mask = getattr(job, "mask", None)
     if mask is not None:  # the mask raster's pixels change the output too: its size and mtime
@@ -60,16 +63,24 @@ def config_hash(job) -> str:
 
 
 def quick_fingerprint(path: str) -> dict:
-    """Size and mtime (cheap); URLs are fingerprinted by their address only."""
+    """Size and mtime (cheap); object-storage and HTTP(S) URLs by their address, ETag, last
+    modification and size (one HEAD request; the address only when the lookup fails), other
+    URLs by their address only."""
     if is_url(path):
-        return {"url": redact(path)}
+        fp = {"url": redact(path)}
+        if storage.is_remote(path) or storage.scheme(path) in storage.READ_ONLY:
+            try:
+                fp.update(storage.remote_fingerprint(path))
+            except (OSError, ConfigError):
+                pass
+        return fp
     st = os.stat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def fingerprint(path: str) -> dict:
     fp = quick_fingerprint(path)
-    if "size" in fp:
+    if "size" in fp and not is_url(path):
         fp["sha256"] = checksum(path)
     return fp
 
@@ -156,6 +167,13 @@ def versions() -> dict:
 
 
 def read_manifest(path: Path) -> dict | None:
+    url = storage.remote_of(path)
+    if url is not None:
+        text = storage.read_text(url)
+        try:
+            return json.loads(text) if text is not None else None
+        except ValueError:
+            return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -170,6 +188,9 @@ def write_manifest(path: Path, data: dict) -> None:
 def output_fingerprint(output: Path) -> dict | None:
     """Size/mtime of a COG, or of a Zarr store's metadata file; None when missing (a file
     staged by the current run is read under its temporary name: a rename keeps both)."""
+    url = storage.remote_of(output)
+    if url is not None:
+        return remote_output_fingerprint(url)
     output = staged_path(output)
     target = output / "zarr.json" if output.is_dir() else output
     try:
@@ -177,6 +198,26 @@ def output_fingerprint(output: Path) -> dict | None:
     except OSError:
         return None
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def remote_output_fingerprint(url: str) -> dict | None:
+    """ETag and size of a remote COG; for a remote Zarr store, of its group metadata, and only
+    when every chunk its arrays declare is present (else None: an incomplete store is never
+    up to date)."""
+    if url.rstrip("/").lower().endswith(".zarr"):
+        from ..writers.zarr import remote_store_complete
+
+        if not remote_store_complete(url):
+            return None
+        fp = storage.file_fingerprint(url.rstrip("/") + "/zarr.json")
+        return None if fp is None else {**fp, "complete": True}
+    return storage.file_fingerprint(url)
+
+
+def exists(path: Path) -> bool:
+    """Whether an output's side file exists (locally, or in object storage for a remote output)."""
+    url = storage.remote_of(path)
+    return storage.exists(url) if url is not None else path.exists()
 
 
 @dataclass
@@ -198,14 +239,16 @@ def judge(job, output: Path, extra_files: list[Path]) -> Verdict:
         return Verdict("changed", "config changed")
     if output_fingerprint(output) != man.get("output_fingerprint"):
         return Verdict("changed", "output missing or modified")
-    missing = [p.name for p in extra_files if not p.exists()]
+    missing = [p.name for p in extra_files if not exists(p)]
     if missing:
         return Verdict("changed", f"missing {', '.join(missing)}")
     old = man.get("input_fingerprint") or {}
     if job.output.mosaic:
         return _judge_inputs(job, old)
-    if _same(old, input_fingerprint(job, quick=True)):
-        return Verdict("up to date", "input unchanged (size, mtime)")
+    quick = input_fingerprint(job, quick=True)
+    if _same(old, quick):
+        what = "ETag, size, last modified" if '"etag"' in json.dumps(quick) else "size, mtime"
+        return Verdict("up to date", f"input unchanged ({what})")
     full = input_fingerprint(job)
     if _same(old, full, "sha256"):
         return Verdict("up to date", "input touched, content unchanged", full)

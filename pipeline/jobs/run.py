@@ -13,6 +13,7 @@ import rasterio
 
 from .. import __version__
 from .. import kernels
+from .. import storage
 from .scheduler import LOCAL_SCHEDULERS, environ, gdal_env, runtime
 from .atomic import Staging, current_staging, output_errors, partial_path
 from .._engine.decoded import DecodedChunks, keep_place
@@ -43,7 +44,13 @@ class RunResult:
 def check_paths(cfg: RunConfig) -> Path:
     final = Path(cfg.output.path)
     not_an_input(cfg, final)
-    if final.exists() and not cfg.output.overwrite:
+    remote = storage.remote_of(final)
+    if remote is not None:
+        if remote in cfg.sources:
+            raise ConfigError(f"output.path: {storage.display(final)} is the input; choose another path")
+        if not cfg.output.overwrite and storage.exists(remote):
+            raise ConfigError(f"output.path: {storage.display(final)} exists (set output.overwrite: true to replace it)")
+    elif final.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output.path: {final} exists (set output.overwrite: true to replace it)")
     return final
 
@@ -96,7 +103,8 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
         check_table_alpha(cfg.palette)
     check_extras(cfg)
     if header:
-        open_input(cfg)
+        with storage.gdal_env(input_access(cfg)):
+            open_input(cfg)
         folder_in_the_way(final.parent)
     elif cfg.bands is not None:  # band numbers and grids of the bands: refused before any lock or log line
         open_input(cfg)
@@ -241,9 +249,18 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
     final = check_paths(cfg)
     preflight(cfg)
     env = gdal_env(cfg)
-    with rasterio.Env(**env), environ(env):  # the run's GDAL settings; no scheduler is needed yet
+    with rasterio.Env(**env), environ(env), storage.gdal_env(input_access(cfg)):  # no scheduler is needed yet
         scene = open_input(cfg)
+    remote = storage.remote_of(final)
+    if remote is not None:
+        storage.check_reachable(remote)
     return final, scene
+
+
+def input_access(cfg: RunConfig):
+    """The object-storage access the input (or its mask raster) needs on this thread, or None."""
+    paths = (*cfg.sources, *((cfg.mask.path,) if cfg.mask is not None else ()))
+    return next((a for a in map(storage.access_for, paths) if a is not None), None)
 
 
 def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
@@ -307,6 +324,11 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
         if scene.mask is None:
             place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in,
                                local)
+            if (place == "disk" and not local and cfg.processing.reuse_decoded == "auto"
+                    and storage.remote_of(final) is not None):  # its folder is the client's temporary one
+                log.info("not keeping decoded chunks: the output goes to object storage and the cluster's workers "
+                         "need not see this machine's temporary folder (the write pass decodes the input again)")
+                place = None
         else:
             place = None
             if cfg.processing.reuse_decoded != "never":
@@ -330,7 +352,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
 
                 def legend_of(counts: np.ndarray) -> dict:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                                        version=__version__, output=str(final), labels=labels)
+                                        version=__version__, output=storage.display(final), labels=labels)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
                     changed = changed_source(before)

@@ -186,8 +186,11 @@ def gdal_env(cfg) -> dict:
 @contextmanager
 def runtime(cfg) -> Iterator[None]:
     """GDAL settings and the dask scheduler for the whole run."""
+    from ..storage import access_for, gdal_env as storage_env
+
     env = gdal_env(cfg)
-    with rasterio.Env(**env), environ(env), scheduler(cfg.dask, env, _need_of(cfg)):
+    access = access_for(cfg.input) if cfg.input is not None else None  # this thread's reads (the tasks carry it)
+    with rasterio.Env(**env), environ(env), storage_env(access), scheduler(cfg.dask, env, _need_of(cfg)):
         yield
 
 
@@ -207,7 +210,9 @@ def _need_of(cfg):
             pass
     elif cfg.input is not None:
         try:
-            with rasterio.open(cfg.input) as src:
+            from ..storage import gdal_path
+
+            with rasterio.open(gdal_path(cfg.input)) as src:
                 itemsize = np.dtype(src.dtypes[(cfg.band or 1) - 1]).itemsize
                 pixels = src.width * src.height
         except Exception:

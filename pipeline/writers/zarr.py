@@ -13,7 +13,18 @@ RPCs have no place in a Zarr store that GDAL or rioxarray read: a scene with RPC
 warning that the Zarr output leaves them out.
 
 Every chunk is written by the task that computed it, with no lock (chunks are aligned one to
-one)."""
+one).
+
+A store in object storage (``s3://bucket/prefix/out.zarr``) is written by the tasks straight to
+the bucket, under a temporary prefix beside it (``.out.zarr.<id>.sceneclass-partial``), every
+chunk included (``write_empty_chunks``: a missing chunk always means a missing write). Once
+every chunk is there (checked by listing, :func:`remote_store_complete`) the run commits it
+(:class:`RemoteStore`): object storage has no rename, so the previous store's metadata
+(``zarr.json``) objects are deleted first (a half-replaced store is never taken for a store),
+then its other objects, then the new chunks are copied in (server-side copies), the arrays'
+metadata after them and the group's consolidated metadata last. A failed or interrupted run
+before the commit leaves the previous store untouched; one interrupted during the commit leaves
+a store without metadata, which no reader opens and the next batch redoes."""
 
 from __future__ import annotations
 
@@ -27,7 +38,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..jobs.atomic import atomic_output
+from .. import storage
+from ..errors import OutputError
+from ..jobs.atomic import PARTIAL_TAG, atomic_output, current_staging
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -72,6 +85,9 @@ def write_zarr(
     import zarr
 
     ds = _dataset(classes, colours, scene)
+    url = storage.remote_of(final)
+    if url is not None:
+        return _write_remote(ds, url, final, extra, attrs_fn, staged)
     with atomic_output(final, make="dir") as tmp:
         with warnings.catch_warnings():  # consolidated metadata: what xarray.open_zarr looks for first
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
@@ -88,3 +104,118 @@ def write_zarr(
                 zarr.consolidate_metadata(tmp)
     log.info("wrote %s", final)
     return results
+
+
+def _write_remote(ds, url: str, final: Path, extra: dict | None, attrs_fn, staged) -> dict:
+    """:func:`write_zarr` to object storage: chunks to a temporary prefix by the tasks, then
+    staged (or committed) as a :class:`RemoteStore`."""
+    import uuid
+
+    import zarr
+
+    access = storage.current()
+    options = access.storage_options(storage.scheme(url))
+    tmp = f"{storage.url_parent(url)}/.{storage.url_name(url)}.{uuid.uuid4().hex[:8]}{PARTIAL_TAG}"
+    staged_store = RemoteStore(tmp, url)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3,
+                                 storage_options=options, write_empty_chunks=True)
+        (results,) = dask.compute((delayed, extra or {}))
+        results = results[1]
+        if staged is not None:
+            staged()
+        if attrs_fn is not None:
+            attrs = json.loads(json.dumps(attrs_fn(results)))
+            zarr.open_group(tmp, mode="r+", storage_options=options).attrs.update(attrs)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                zarr.consolidate_metadata(zarr.storage.FsspecStore.from_url(tmp, storage_options=options))
+        missing = remote_store_missing(tmp)
+        if missing:
+            raise OutputError(f"{storage.display(url)}: {missing}; nothing was replaced")
+    except BaseException:
+        staged_store.discard()
+        raise
+    staging = current_staging()
+    if staging is not None:
+        staging.add(staged_store, final)
+    else:
+        staged_store.commit()
+    log.info("wrote %s", storage.display(url))
+    return results
+
+
+def remote_store_missing(url: str) -> str | None:
+    """What is missing from a Zarr store in object storage (its metadata, or chunks its arrays
+    declare, found by listing), or None when it is complete."""
+    import zarr
+
+    options = storage.current().storage_options(storage.scheme(url))
+    try:
+        group = zarr.open_group(url, mode="r", storage_options=options, use_consolidated=False)
+        arrays = list(group.arrays())
+    except Exception as e:  # noqa: BLE001 - no store there, or unreadable metadata
+        return f"no complete Zarr metadata ({storage.reason(e)})"
+    for name, arr in arrays:
+        if arr.nchunks_initialized != arr.nchunks:
+            return f"array {name} has {arr.nchunks_initialized} of its {arr.nchunks} chunks"
+    return None
+
+
+def remote_store_complete(url: str) -> bool:
+    """True when a Zarr store in object storage has its metadata and every chunk of every array."""
+    return remote_store_missing(url) is None
+
+
+class RemoteStore:
+    """A Zarr store written under a temporary prefix, to be put at ``final`` (see the module
+    docstring for the order of the commit) or discarded."""
+
+    def __init__(self, tmp: str, final: str) -> None:
+        self.tmp, self.final = tmp, final
+
+    def _fs(self):
+        return storage.current().filesystem(self.final)
+
+    def commit(self) -> None:
+        """Replace the store at ``final`` with the staged one; the metadata goes in last.
+
+        Raises
+        ------
+        OutputError
+            A request failed (the staged store is removed).
+        """
+        fs = self._fs()
+        src, dst = self.tmp.split("://", 1)[1], self.final.split("://", 1)[1]
+        try:
+            fs.invalidate_cache()
+            new = sorted(k[len(src) + 1:] for k in fs.find(src))
+            old = sorted(k[len(dst) + 1:] for k in fs.find(dst)) if fs.exists(dst) else []
+            old_meta = [k for k in old if k.rsplit("/", 1)[-1] == "zarr.json"]
+            if old_meta:  # the previous store stops being a store first
+                fs.rm([f"{dst}/{k}" for k in sorted(old_meta, key=lambda k: k != "zarr.json")])
+            stale = sorted(set(old) - set(new) - set(old_meta))
+            if stale:
+                fs.rm([f"{dst}/{k}" for k in stale])
+            chunks = [k for k in new if k.rsplit("/", 1)[-1] != "zarr.json"]
+            meta = sorted((k for k in new if k.rsplit("/", 1)[-1] == "zarr.json"), key=lambda k: (k == "zarr.json", k))
+            if chunks:
+                fs.copy([f"{src}/{k}" for k in chunks], [f"{dst}/{k}" for k in chunks])
+            for k in meta:  # arrays' metadata, then the group's (consolidated) last
+                fs.copy(f"{src}/{k}", f"{dst}/{k}")
+        except OutputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any client error is an output problem
+            self.discard()
+            raise OutputError(f"{storage.display(self.final)}: cannot put the store in place "
+                              f"({storage.reason(e)})") from None
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the staged store (best effort: a killed run's is swept by the next batch)."""
+        try:
+            storage.remove(self.tmp, recursive=True)
+        except Exception:  # noqa: BLE001
+            log.info("could not remove %s (the next batch sweeps it)", storage.display(self.tmp))
