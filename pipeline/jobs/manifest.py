@@ -48,6 +48,11 @@ def config_hash(job) -> str:
             data["mask_file"] = quick_fingerprint(mask.path)
         except OSError:
             data["mask_file"] = None
+    edges_from = getattr(getattr(job, "classes", None), "edges_from", None)
+    if edges_from is not None:  # the pinned edges are the legend file's content
+        from .shared import legend_sha256
+
+        data["edges_from_sha256"] = legend_sha256(edges_from)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -24,6 +24,7 @@ from ..scene import Scene, is_url, open_scene, raster_errors
 from ..stats import Passes
 from ..palette import build_palette, check_palette, check_table_alpha
 from .progress import phase
+from .shared import SharedEdges, pinned_edges
 from ..writers import build_legend, legend_path, write_cog, write_legend, write_zarr
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -72,12 +73,15 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
     final = Path(cfg.output.path)
     if not is_url(cfg.input) and os.path.abspath(cfg.input) == str(final.absolute()):
         raise ConfigError(f"output.path: {final} is the input file; choose another path")
-    check_palette(cfg.palette, cfg.class_count)
-    if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
-        check_table_alpha(cfg.palette)
+    if cfg.classes.edges_from is None:  # else the colours come from the legend (checked when read)
+        check_palette(cfg.palette, cfg.class_count)
+        if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
+            check_table_alpha(cfg.palette)
     check_extras(cfg)
     if header:
-        open_input(cfg)
+        scene = open_input(cfg)
+        if cfg.classes.edges_from is not None:
+            pinned_edges(cfg, scene)
         folder_in_the_way(final.parent)
 
 
@@ -188,10 +192,12 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
     env = gdal_env(cfg)
     with rasterio.Env(**env), environ(env):  # the run's GDAL settings; no scheduler is needed yet
         scene = open_input(cfg)
+    if cfg.classes.edges_from is not None:  # a missing, broken or foreign legend: refused here
+        pinned_edges(cfg, scene)
     return final, scene
 
 
-def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
+def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None, *, shared: SharedEdges | None = None) -> RunResult:
     """Classify ``cfg.input`` into ``cfg.output`` (+ legend and side files). Two passes:
     statistics, then write.
 
@@ -209,6 +215,10 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
         One job (a single input and a concrete output path).
     prepared : tuple, optional
         What :func:`prepare` returned for ``cfg`` (else it is called here).
+    shared : SharedEdges, optional
+        Edges fitted elsewhere (``classes.fit: together`` over a batch): the scene is written
+        with them instead of fitting its own. With ``classes.edges_from`` the legend's edges,
+        colours and labels are used (read here when not given).
 
     Raises
     ------
@@ -221,10 +231,10 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     final, scene = prepared if prepared is not None else prepare(cfg)
     staging = None if current_staging() is not None else Staging()
     if staging is None:
-        return _run(cfg, final, scene, before)
+        return _run(cfg, final, scene, before, shared)
     with staging.active():
         try:
-            result = _run(cfg, final, scene, before)
+            result = _run(cfg, final, scene, before, shared)
         except BaseException:
             staging.discard()
             raise
@@ -232,12 +242,34 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     return result
 
 
-def _run(cfg: RunConfig, final: Path, scene: Scene, before) -> RunResult:
+def _run(cfg: RunConfig, final: Path, scene: Scene, before, shared: SharedEdges | None = None) -> RunResult:
     with output_errors(final):
-        return _passes_and_files(cfg, final, scene, before)
+        return _passes_and_files(cfg, final, scene, before, shared)
 
 
-def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunResult:
+#: share of a scene's valid pixels outside the class edges above which a warning names the scene
+OUTSIDE_WARN = 0.05
+
+
+def outside_warning(scene: Scene, fitted: Fit, outside: str) -> bool:
+    """Warn (naming the scene) when more than :data:`OUTSIDE_WARN` of its valid pixels lie
+    outside the class edges; True when it warned."""
+    below, above = (0, 0) if fitted.outside is None else (int(v) for v in fitted.outside)
+    valid = fitted.stats.count
+    if not valid or below + above <= OUTSIDE_WARN * valid:
+        return False
+    fate = ("are put in the first/last class (classes.outside: clip)" if outside == "clip" else
+            "are nodata (classes.outside: clip puts them in the first/last class)")
+    log.warning("%s band %d: %.1f%% of the valid pixels (%d below %s, %d above %s) are outside the class edges "
+                "and %s", scene.path, scene.band, 100.0 * (below + above) / valid, below,
+                f"{float(fitted.edges[0]):g}", above, f"{float(fitted.edges[-1]):g}", fate)
+    return True
+
+
+def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
+                      shared: SharedEdges | None = None) -> RunResult:
+    if shared is None and cfg.classes.edges_from is not None:
+        shared = pinned_edges(cfg, scene)
     with runtime(cfg):
         rule = scene.rule
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
@@ -263,18 +295,28 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
         try:
             with raster_errors(scene.path):
                 with phase("statistics"):
-                    fitted = fit(scene, cfg.classes, keep)
-                log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
+                    if shared is None:
+                        fitted = fit(scene, cfg.classes, keep)
+                    else:
+                        fitted = fit(scene, cfg.classes, keep, edges=shared.edges, scheme=shared.scheme)
+                log.info("%s edges%s: %s", fitted.scheme, "" if shared is None else f" ({shared.how})",
+                         np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
                 validity_warnings(scene, fitted.stats, cfg)
-                labels = cfg.classes.labels
+                warned_outside = outside_warning(scene, fitted, cfg.classes.outside)
+                labels = cfg.classes.labels if shared is None or shared.labels is None else shared.labels
                 if labels is not None and len(labels) != fitted.n_classes:
                     raise ConfigError(f"classes.labels: {len(labels)} labels for the {fitted.n_classes} classes "
                                       f"{fitted.scheme} found in {scene.path}; give one per class")
-                palette = build_palette(cfg.palette, fitted.n_classes)
+                if shared is not None and shared.palette is not None:
+                    palette = shared.palette
+                else:
+                    palette = build_palette(cfg.palette, fitted.n_classes)
+                made = {"fit": "each"} if shared is None else shared.legend_fields()
+                made["outside"] = cfg.classes.outside
 
                 def legend_of(counts: np.ndarray) -> dict:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                                        version=__version__, output=str(final), labels=labels)
+                                        version=__version__, output=str(final), labels=labels, made=made)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
                     if identity(cfg.input) != before:
@@ -289,9 +331,9 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
             if keep is not None:
                 keep.remove()
     legend = legend_of(counts)
-    if legend["classes_effective"] < len(legend["classes"]):
-        log.warning("%s: %d of %d classes hold pixels (empty: %s)", legend["scheme"],
-                    legend["classes_effective"], len(legend["classes"]), legend["empty_classes"])
+    if legend["classes_effective"] < len(legend["classes"]) and not warned_outside:
+        log.warning("%s band %d: %s: %d of %d classes hold pixels (empty: %s)", scene.path, scene.band,
+                    legend["scheme"], legend["classes_effective"], len(legend["classes"]), legend["empty_classes"])
     lpath = None
     if cfg.output.legend:
         lpath = legend_path(final)
