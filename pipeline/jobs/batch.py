@@ -340,6 +340,12 @@ def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> 
     jobs = plan(cfg)
     for job in jobs:  # config problems refuse the whole run before anything is locked or written
         preflight(job.config)
+    if cfg.classes.edges_from is not None and not dry_run:  # a foreign legend refuses the whole batch
+        from .shared import check_pinned, load_legend, open_all
+
+        pinned = load_legend(cfg.classes.edges_from)
+        for scene in open_all([j.config for j in jobs]):
+            check_pinned(pinned, scene)
     folder = run_folder(cfg, jobs)
     together = cfg.classes.fit == "together"
     if dry_run:
