@@ -50,6 +50,10 @@ class _Scheme(_Model):
                                  "classes.fit: together would fit them again (give one of the two)")
             if self.labels is not None:
                 raise ValueError("classes.labels: with classes.edges_from the labels come from the legend")
+            fitting = sorted(self.model_fields_set - {"scheme", "edges_from", "outside", "fit"})
+            if fitting:
+                raise ValueError(f"classes.edges_from: the scheme and its edges come from the legend; remove "
+                                 f"classes.{', classes.'.join(fitting)}")
         return self
 
 

@@ -48,6 +48,11 @@ def config_hash(job) -> str:
             data["mask_file"] = quick_fingerprint(mask.path)
         except OSError:
             data["mask_file"] = None
+    classes = data.get("classes")
+    if isinstance(classes, dict):  # the sharing keys at their defaults: the hash of a config without them
+        for key, default in (("fit", "each"), ("edges_from", None), ("outside", "nodata")):
+            if classes.get(key, default) == default:
+                classes.pop(key, None)
     edges_from = getattr(getattr(job, "classes", None), "edges_from", None)
     if edges_from is not None:  # the pinned edges are the legend file's content
         from .shared import legend_sha256
