@@ -311,8 +311,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
                     palette = shared.palette
                 else:
                     palette = build_palette(cfg.palette, fitted.n_classes)
-                made = {"fit": "each"} if shared is None else shared.legend_fields()
-                made["outside"] = cfg.classes.outside
+                made = None if shared is None else shared.legend_fields()
 
                 def legend_of(counts: np.ndarray) -> dict:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,

@@ -93,8 +93,9 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
     """The legend as a JSON-ready dict: edges, min and max in physical values (``units``),
     the invalid pixels split into nodata and masked pixels, and the valid pixels outside the
     edges. ``labels``: one per class (default: the value ranges, :func:`class_labels`).
-    ``made``: how the edges were made, recorded after ``edges_dtype`` (``fit``: each, together
-    with ``fitted_on``, or edges_from with the legend's path and hash; ``outside``)."""
+    ``made``: how the edges were made, recorded after ``edges_dtype`` (``fit``: each (default),
+    together with ``fitted_on``, or edges_from with the legend's path and hash); ``outside``
+    follows (nodata, or clip when ``fitted.clip``)."""
     edges = fitted.edges
     units = getattr(scene, "units", None)
     names = labels if labels is not None else class_labels(edges, units)
@@ -136,7 +137,8 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "classes_requested": fitted.n_classes,
         "edges": [_num(float(e)) for e in edges],
         "edges_dtype": str(edges.dtype),
-        **(made or {}),
+        **(made or {"fit": "each"}),
+        "outside": "clip" if getattr(fitted, "clip", False) else "nodata",
         "min": _num(stats.vmin),
         "max": _num(stats.vmax),
         "valid_pixels": valid,
