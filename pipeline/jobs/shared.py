@@ -23,7 +23,7 @@ from affine import Affine
 from ..core import fit
 from ..errors import ConfigError
 from ..kernels import LUT_DTYPES, ValueRule, clean_block
-from ..scene import Scene, raster_errors
+from ..scene import Scene, open_scene, raster_errors
 from ..schemes import class_edges
 from ..stats import Passes, Stats, from_key, stats_from_results, stats_graph
 from ..urls import redact
@@ -235,13 +235,14 @@ def summed_stats(scenes: list[Scene], results: list[dict]) -> Stats:
 
 def open_all(cfgs: list) -> list[Scene]:
     """Open every job's input (headers only), with its own pixel settings."""
-    from .run import open_input
-
     scenes = []
     for cfg in cfgs:
         env = gdal_env(cfg)
         with rasterio.Env(**env), environ(env):
-            scenes.append(open_input(cfg))
+            scenes.append(open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
+                                     valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
+                                     mask=cfg.mask.to_mask() if cfg.mask is not None else None,
+                                     scale=cfg.scale, offset=cfg.offset, units=cfg.units))
     return scenes
 
 
