@@ -312,7 +312,8 @@ def fit(data: xr.DataArray, *, scheme: str | BaseModel = "equal_interval", count
                         max_classes=max_classes, float_bins=float_bins)
     scene = to_scene(data, nodata=nodata)
     fitted = core.fit(scene, cfg)
-    return FitResult(fitted.scheme, fitted.edges, fitted.stats, fitted.passes, config=cfg, nodata=scene.nodata, scene=scene)
+    return FitResult(fitted.scheme, fitted.edges, fitted.stats, fitted.passes, outside=fitted.outside, config=cfg,
+                     nodata=scene.nodata, scene=scene)
 
 
 # ------------------------------------------------------------------------ the results

@@ -238,6 +238,12 @@ def _report(batch, dry_run: bool) -> None:
             print(f"failed     {job.output}  ({job.error})")
         else:
             print(f"{job.status:<10} {job.output}")
+    shared = getattr(batch, "shared", None)
+    if shared is not None and not dry_run:
+        import numpy as np
+
+        print(f"shared edges ({shared.scheme}, fitted together on {len(shared.fitted_on)} inputs): "
+              f"{np.array2string(shared.edges, precision=6, max_line_width=1 << 20)}")
     if len(batch.jobs) > 1 and not dry_run:
         counts = {s: sum(j.status == s for j in batch.jobs) for s in ("done", "skipped", "failed")}
         print(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed")

@@ -80,44 +80,55 @@ def clean_block(block: np.ndarray, mask: np.ndarray | None = None, *, rule: Valu
     return out
 
 
-def classify_raw(raw: np.ndarray, edges: np.ndarray, rule: ValueRule) -> np.ndarray:
+def classify_raw(raw: np.ndarray, edges: np.ndarray, rule: ValueRule, clip: bool = False) -> np.ndarray:
     """Class id (uint8) of raw values under ``rule``: their physical values classified by
-    :func:`classify_values`, 0 where the raw value is nodata."""
-    cls = classify_values(rule.physical(raw), edges)
+    :func:`classify_values` (``clip`` as there), 0 where the raw value is nodata."""
+    cls = classify_values(rule.physical(raw), edges, clip=clip)
     bad = rule.invalid(raw)
     if bad is not None:
         cls[bad] = 0
     return cls
 
 
-def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """Class id (uint8) of every value: searchsorted on the edges, out-of-range and nodata -> 0.
+def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None = None,
+                    clip: bool = False) -> np.ndarray:
+    """Class id (uint8) of every value: searchsorted on the edges; NaN and nodata -> 0.
 
-    float32/float64 values go through the compiled kernel where it is built (no temporaries),
-    else through numpy in pieces of :data:`CLASSIFY_PIECE` pixels (a whole chunk's float64 copy
-    and int64 indices would take 16 bytes a pixel); the ids are the same either way."""
-    e64 = _edges_for_compiled(edges) if float_kernel(values) else None
+    Values below the first edge or above the last are 0 too, or, with ``clip``, in the first
+    and the last class (``numpy.clip`` to [edges[0], edges[-1]], then classified).
+
+    float32/float64 values go through the compiled kernel where it is built (no temporaries;
+    not with ``clip``), else through numpy in pieces of :data:`CLASSIFY_PIECE` pixels (a whole
+    chunk's float64 copy and int64 indices would take 16 bytes a pixel); the ids are the same
+    either way."""
+    e64 = _edges_for_compiled(edges) if float_kernel(values) and not clip else None
     if e64 is not None:
         flat = np.ascontiguousarray(values).reshape(-1)
         out = np.empty(flat.shape, np.uint8)
         _fastkernels.fclassify(flat, flat.itemsize, e64, nodata_of(flat.dtype, nodata), out)
         return out.reshape(values.shape)
     if values.dtype.kind != "f" or values.size <= CLASSIFY_PIECE:
-        return _classify_numpy(values, edges, nodata)
+        return _classify_numpy(values, edges, nodata, clip)
     flat = values.reshape(-1)
     out = np.empty(flat.shape, np.uint8)
     for i in range(0, flat.size, CLASSIFY_PIECE):
-        out[i:i + CLASSIFY_PIECE] = _classify_numpy(flat[i:i + CLASSIFY_PIECE], edges, nodata)
+        out[i:i + CLASSIFY_PIECE] = _classify_numpy(flat[i:i + CLASSIFY_PIECE], edges, nodata, clip)
     return out.reshape(values.shape)
 
 
-def _classify_numpy(values: np.ndarray, edges: np.ndarray, nodata: float | None) -> np.ndarray:
+def _classify_numpy(values: np.ndarray, edges: np.ndarray, nodata: float | None, clip: bool = False) -> np.ndarray:
     n = len(edges) - 1
     dt = np.result_type(values.dtype, edges.dtype)
     v = values.astype(dt, copy=False)
     e = edges.astype(dt, copy=False)
     cls = np.searchsorted(e, v, side="right")
     cls[v == e[-1]] = n  # the last class is closed on the right
+    if clip:
+        cls[cls == 0] = 1  # below the first edge (NaN sorts last: never here)
+        above = cls > n
+        if v.dtype.kind == "f":
+            above &= ~np.isnan(v)
+        cls[above] = n
     cls[cls > n] = 0  # above the last edge, and NaN (sorts last)
     if nodata is not None:
         cls[values == np.asarray(nodata).astype(values.dtype)] = 0
@@ -188,17 +199,32 @@ def unsigned_view(block: np.ndarray) -> np.ndarray:
     return block.view(LUT_DTYPES[block.dtype.name])
 
 
-def value_lut(dtype: np.dtype, edges: np.ndarray, nodata: float | None | ValueRule = None) -> np.ndarray:
+def value_lut(dtype: np.dtype, edges: np.ndarray, nodata: float | None | ValueRule = None,
+              clip: bool = False) -> np.ndarray:
     """Class id for every possible value of an 8/16-bit dtype, indexed by its unsigned bit pattern.
 
     ``nodata``: one nodata value, or a :class:`ValueRule` (nodata values, valid range, scale and
-    offset: each raw value is classified by its physical value)."""
+    offset: each raw value is classified by its physical value). ``clip``: values outside the
+    edges go to the first/last class instead of 0 (:func:`classify_values`)."""
     dtype = np.dtype(dtype)
     udt = LUT_DTYPES[dtype.name]
     values = np.arange(np.iinfo(udt).max + 1, dtype=udt).view(dtype)
     if isinstance(nodata, ValueRule):
-        return classify_raw(values, edges, nodata)
-    return classify_values(values, edges, nodata)
+        return classify_raw(values, edges, nodata, clip)
+    return classify_values(values, edges, nodata, clip)
+
+
+def outside_counts(values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """[below, above]: how many valid ``values`` (NaN excluded) lie below ``edges[0]`` and above
+    ``edges[-1]``, compared as :func:`classify_values` does; ``weights`` counts each value that
+    many times (a histogram's counts). int64, shape (2,)."""
+    dt = np.result_type(values.dtype, edges.dtype)
+    v = values.astype(dt, copy=False)
+    e = edges.astype(dt, copy=False)
+    below, above = v < e[0], v > e[-1]
+    if weights is None:
+        return np.array([np.count_nonzero(below), np.count_nonzero(above)], np.int64)
+    return np.array([int(weights[below].sum()), int(weights[above].sum())], np.int64)
 
 
 #: pixels per call in the piecewise kernels below. A whole-chunk ``np.bincount`` or ``np.take``

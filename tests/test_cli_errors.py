@@ -203,7 +203,8 @@ def test_validate_good_config(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     dumped = json.loads(proc.stdout)
-    assert dumped["classes"] == {"scheme": "quantile", "count": 7, "labels": None}
+    assert dumped["classes"] == {"scheme": "quantile", "count": 7, "labels": None,
+                                 "fit": "each", "edges_from": None, "outside": "nodata"}
     assert dumped["band"] == 2
     assert not out.exists()  # validate reads no pixels and writes nothing
 

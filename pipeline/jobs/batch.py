@@ -58,6 +58,7 @@ class Job:
 @dataclass
 class BatchResult:
     jobs: list[Job] = field(default_factory=list)
+    shared: object = None  # SharedEdges of ``classes.fit: together`` (None: each scene its own)
 
     @property
     def failed(self) -> list[Job]:
@@ -299,7 +300,11 @@ def _record(job: Job, started: float, input_fp: dict | None) -> None:
     }
     if leg:
         data.update(scheme=leg["scheme"], edges=leg["edges"],
-                    counts=[c["count"] for c in leg["classes"]], nodata_pixels=leg["nodata_pixels"])
+                    counts=[c["count"] for c in leg["classes"]], nodata_pixels=leg["nodata_pixels"],
+                    outside_pixels=leg["outside_pixels"])
+        for key in ("fit", "fitted_on", "edges_from"):  # the edges depend on these inputs / that legend
+            if key in leg:
+                data[key] = leg[key]
     write_manifest(manifest_path(job.output), data)
 
 
@@ -308,13 +313,14 @@ def _inputs(job: Job) -> dict:
     return {"inputs": [redact(p) for p in job.config.sources]} if job.config.output.mosaic else {}
 
 
-def run_job(job: Job, log_errors: bool = True) -> None:
+def run_job(job: Job, log_errors: bool = True, shared=None) -> None:
     """Run one job and record it: on success the output, legend, side files and manifest are
     put in place together (the manifest last); a run refused before writing changes nothing;
     a failed run removes its temporaries, keeps the previous output and manifest, and writes
     its error to ``NAME.failed.json``. An input that changed while the job read it (passes or
     checksum) fails the job before anything is committed. SIGINT/SIGTERM (``KeyboardInterrupt``)
-    propagate after the temporaries are removed."""
+    propagate after the temporaries are removed. ``shared``: the batch's shared edges
+    (:class:`pipeline.jobs.shared.SharedEdges`), passed to :func:`pipeline.jobs.run.run`."""
     from .run import changed_source, identities, input_changed, prepare, run
 
     started = time.time()
@@ -334,7 +340,7 @@ def run_job(job: Job, log_errors: bool = True) -> None:
         prepared = prepare(job.config)
         refused = False
         with staging.active():
-            job.result = run(job.config, prepared)
+            job.result = run(job.config, prepared, shared=shared)
             input_fp = _input_fp(known, pending)
             changed = changed_source(before)
             if changed is not None:
@@ -423,14 +429,26 @@ def _run_batch(cfg: RunConfig, force: bool, dry_run: bool) -> BatchResult:
         preflight(job.config)
     for prefix in sorted({storage.remote_of(j.output.parent) for j in jobs} - {None}):
         storage.check_reachable(prefix)  # one line within seconds, before any manifest is looked for
+    if cfg.classes.edges_from is not None and not dry_run:  # a foreign legend refuses the whole batch
+        from .shared import check_pinned, load_legend, open_all
+
+        pinned = load_legend(cfg.classes.edges_from)
+        for scene in open_all([j.config for j in jobs]):
+            check_pinned(pinned, scene)
     folder = run_folder(cfg, jobs)
+    together = cfg.classes.fit == "together"
     if dry_run:
-        _judge(jobs, force)
+        _judge(jobs, force, together)
         return BatchResult(jobs)
+    shared = None
     with folder_lock(folder, {j.output.parent for j in jobs}):
         for gone in sweep_all({j.output.parent for j in jobs}):
             log.info("removed a temporary left by an interrupted run: %s", gone)
-        _judge(jobs, force)
+        _judge(jobs, force, together)
+        if together and any(j.verdict.status != "up to date" for j in jobs):
+            from .shared import fit_together
+
+            shared = fit_together([j.config for j in jobs])
         for job in jobs:
             if job.verdict.status == "up to date":
                 job.status = "skipped"
@@ -439,13 +457,46 @@ def _run_batch(cfg: RunConfig, force: bool, dry_run: bool) -> BatchResult:
                     _refresh_fingerprint(job)
                 continue
             log.info("%s: %s (%s)", job.output, job.verdict.status, job.verdict.reason)
-            run_job(job, log_errors=cfg.inputs is not None)
-    return BatchResult(jobs)
+            run_job(job, log_errors=cfg.inputs is not None, shared=shared)
+    return BatchResult(jobs, shared)
 
 
-def _judge(jobs: list[Job], force: bool) -> None:
+def _judge(jobs: list[Job], force: bool, together: bool = False) -> None:
     for job in jobs:
         job.verdict = Verdict("forced", "--force") if force else judge(job.config, job.output, side_files(job))
+    if together and not force:
+        judge_together(jobs)
+
+
+#: verdict reasons that mean the input itself is new or changed (not only its output)
+_INPUT_REASONS = ("no manifest", "input changed")
+
+
+def judge_together(jobs: list[Job]) -> None:
+    """Edges fitted on all inputs depend on every one of them: when the set of inputs differs
+    from the one each manifest records (an input added or removed), or any input is new or
+    changed, every output is redone (each verdict says why); otherwise each keeps its own."""
+    from .manifest import read_manifest
+
+    inputs = [redact(j.config.input) for j in jobs]
+    recorded = [(read_manifest(manifest_path(j.output)) or {}).get("fitted_on") for j in jobs]
+    known = {p for r in recorded if r for p in r}
+    added = sum(p not in known for p in inputs)
+    removed = len(known - set(inputs))
+    changed = sum(j.verdict.status != "up to date" and j.verdict.reason in _INPUT_REASONS
+                  and inputs[i] in known for i, j in enumerate(jobs))
+    stale = sum(r is not None and r != inputs for r in recorded)
+    if not (added or removed or changed or stale) or (not known and all(j.verdict.status == "new" for j in jobs)):
+        return  # nothing changed, or a first run (everything is new anyway)
+    parts = [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed"), (changed, "changed")) if n]
+    why = (f"edges are fitted on all {len(jobs)} inputs: {', '.join(parts) or 'the set of inputs changed'}, "
+           f"all {len(jobs)} are redone")
+    log.info("%s", why)
+    for job in jobs:
+        if job.verdict.status == "up to date":
+            job.verdict = Verdict("changed", why, job.verdict.input_fp)
+        else:
+            job.verdict = Verdict(job.verdict.status, f"{job.verdict.reason}; {why}", job.verdict.input_fp)
 
 
 def sweep_all(folders) -> list[Path]:

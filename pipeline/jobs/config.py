@@ -20,7 +20,7 @@ from pydantic import (
 from ..errors import ConfigError
 
 #: Config keys whose values are filesystem paths (or URLs).
-PATH_KEYS = ("input", "output.path", "output.folder", "mask.path")
+PATH_KEYS = ("input", "output.path", "output.folder", "mask.path", "classes.edges_from")
 #: Placeholders an output path template may use (see :mod:`pipeline.batch`).
 TEMPLATE_FIELDS = ("stem", "name", "band", "scheme", "date")
 #: placeholders that name one input (a mosaic's single output cannot use them)
@@ -37,6 +37,26 @@ class _Model(BaseModel):
 class _Scheme(_Model):
     #: optional class labels, one per class (legend, style files, report); default: value ranges
     labels: list[str] | None = Field(None, min_length=1, max_length=254)
+    #: each: every scene fits its own edges; together: one set of edges from all inputs of a batch
+    fit: Literal["each", "together"] = "each"
+    #: a legend JSON of an earlier run: its scheme, edges, colours, units and labels are reused
+    edges_from: str | None = None
+    #: valid pixels below the first edge or above the last: nodata (class 0) or clip (first/last class)
+    outside: Literal["nodata", "clip"] = "nodata"
+
+    @model_validator(mode="after")
+    def _pinned_or_fitted(self) -> "_Scheme":
+        if self.edges_from is not None:
+            if self.fit == "together":
+                raise ValueError("classes.edges_from: the edges come from the legend; "
+                                 "classes.fit: together would fit them again (give one of the two)")
+            if self.labels is not None:
+                raise ValueError("classes.labels: with classes.edges_from the labels come from the legend")
+            fitting = sorted(self.model_fields_set - {"scheme", "edges_from", "outside", "fit"})
+            if fitting:
+                raise ValueError(f"classes.edges_from: the scheme and its edges come from the legend; remove "
+                                 f"classes.{', classes.'.join(fitting)}")
+        return self
 
 
 #: Landsat Collection 2 QA_PIXEL flag names (bits 0..7), see :data:`pipeline.scene.QA_PIXEL_FLAGS`
@@ -494,6 +514,8 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _labels_per_class(self) -> "RunConfig":
+        if self.classes.edges_from is not None:
+            return self  # the class count comes from the legend
         labels = self.classes.labels
         if labels is not None and not isinstance(self.classes, HeadTailBreaks) and len(labels) != self.class_count:
             raise ValueError(f"classes.labels: {len(labels)} labels for {self.class_count} classes; give one per class")

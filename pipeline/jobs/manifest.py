@@ -58,6 +58,16 @@ def config_hash(job) -> str:
                 data.setdefault("band_mask_files", {})[name] = quick_fingerprint(band.mask.path)
             except OSError:
                 data.setdefault("band_mask_files", {})[name] = None
+    classes = data.get("classes")
+    if isinstance(classes, dict):  # the sharing keys at their defaults: the hash of a config without them
+        for key, default in (("fit", "each"), ("edges_from", None), ("outside", "nodata")):
+            if classes.get(key, default) == default:
+                classes.pop(key, None)
+    edges_from = getattr(getattr(job, "classes", None), "edges_from", None)
+    if edges_from is not None:  # the pinned edges are the legend file's content
+        from .shared import legend_sha256
+
+        data["edges_from_sha256"] = legend_sha256(edges_from)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 

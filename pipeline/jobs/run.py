@@ -21,10 +21,12 @@ from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from
 from .config import RunConfig
 from ..errors import ConfigError, InputError, OutputError
 from .checksum import identity
-from ..scene import Scene, is_url, open_scene, raster_errors
+from ..scene import Scene, is_url, raster_errors
 from ..stats import Passes
 from ..palette import build_palette, check_palette, check_table_alpha
 from .progress import phase
+from .inputs import open_input
+from .shared import SharedEdges, pinned_edges
 from ..writers import build_legend, legend_path, write_cog, write_legend, write_zarr
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -98,66 +100,19 @@ def preflight(cfg: RunConfig, *, header: bool = False) -> None:
 
     final = Path(cfg.output.path)
     not_an_input(cfg, final)
-    check_palette(cfg.palette, cfg.class_count)
-    if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
-        check_table_alpha(cfg.palette)
+    if cfg.classes.edges_from is None:  # else the colours come from the legend (checked when read)
+        check_palette(cfg.palette, cfg.class_count)
+        if cfg.output.mode == "paletted" and cfg.output.resolved_format == "cog":
+            check_table_alpha(cfg.palette)
     check_extras(cfg)
     if header:
         with storage.gdal_env(input_access(cfg)):
-            open_input(cfg)
+            scene = open_input(cfg)
+        if cfg.classes.edges_from is not None:
+            pinned_edges(cfg, scene)
         folder_in_the_way(final.parent)
     elif cfg.bands is not None:  # band numbers and grids of the bands: refused before any lock or log line
         open_input(cfg)
-
-
-def open_input(cfg: RunConfig) -> Scene:
-    """Open the job's input band lazily with every pixel setting of the config (nodata, valid
-    range, GDAL mask, QA mask raster, scale/offset, units); reads headers only. A mosaic job
-    (``output.mosaic``) opens its inputs as one scene (:func:`pipeline.mosaic.open_mosaic`).
-
-    Raises
-    ------
-    ConfigError, InputError
-        A missing band, a mask raster on another grid, a scale that is not positive, a file
-        that cannot be read (naming the key or the file).
-    """
-    if cfg.bands is not None:
-        return open_derived(cfg)
-    if cfg.output.mosaic:
-        from ..mosaic import open_mosaic, plan_mosaic
-
-        return open_mosaic(plan_mosaic(cfg.members, cfg.output.order), cfg.nodata, cfg.processing.chunk,
-                           cfg.output.blocksize, valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
-                           scale=cfg.scale, offset=cfg.offset, units=cfg.units)
-    return open_scene(cfg.input, cfg.band, cfg.nodata, cfg.processing.chunk, cfg.output.blocksize,
-                      valid_range=cfg.valid_range, gdal_mask=cfg.gdal_mask,
-                      mask=cfg.mask.to_mask() if cfg.mask is not None else None,
-                      scale=cfg.scale, offset=cfg.offset, units=cfg.units)
-
-
-def open_derived(cfg: RunConfig) -> Scene:
-    """Open every band under ``cfg.bands`` with its own pixel settings and combine them lazily by
-    ``cfg.expression`` or ``cfg.index`` (:func:`pipeline.derived.derive`); reads headers only.
-
-    Raises
-    ------
-    ConfigError, InputError
-        A band file or band number that cannot be opened, bands on different grids (naming them).
-    """
-    from ..derived import derive
-
-    scenes = {}
-    for name, spec in cfg.bands.items():
-        s = spec.settings(cfg)
-        try:
-            scenes[name] = open_scene(spec.path, s["band"], s["nodata"], cfg.processing.chunk, cfg.output.blocksize,
-                                      valid_range=s["valid_range"], gdal_mask=s["gdal_mask"],
-                                      mask=s["mask"].to_mask() if s["mask"] is not None else None,
-                                      scale=s["scale"], offset=s["offset"], units=s["units"])
-        except ConfigError as e:  # e.g. "band: x.tif has 3 band(s)": say which named band
-            raise ConfigError(f"bands.{name}.{e}") from None
-    units = None if cfg.units == "file" else cfg.units
-    return derive(scenes, cfg.derivation(), units=units, index=cfg.index)
 
 
 def folder_in_the_way(folder: Path) -> None:
@@ -251,6 +206,8 @@ def prepare(cfg: RunConfig) -> tuple[Path, Scene]:
     env = gdal_env(cfg)
     with rasterio.Env(**env), environ(env), storage.gdal_env(input_access(cfg)):  # no scheduler is needed yet
         scene = open_input(cfg)
+    if cfg.classes.edges_from is not None:  # a missing, broken or foreign legend: refused here
+        pinned_edges(cfg, scene)
     remote = storage.remote_of(final)
     if remote is not None:
         storage.check_reachable(remote)
@@ -263,7 +220,7 @@ def input_access(cfg: RunConfig):
     return next((a for a in map(storage.access_for, paths) if a is not None), None)
 
 
-def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult:
+def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None, *, shared: SharedEdges | None = None) -> RunResult:
     """Classify ``cfg.input`` (or a mosaic of ``cfg.inputs``) into ``cfg.output`` (+ legend and
     side files). Two passes: statistics, then write.
 
@@ -281,6 +238,10 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
         One job (a single input and a concrete output path).
     prepared : tuple, optional
         What :func:`prepare` returned for ``cfg`` (else it is called here).
+    shared : SharedEdges, optional
+        Edges fitted elsewhere (``classes.fit: together`` over a batch): the scene is written
+        with them instead of fitting its own. With ``classes.edges_from`` the legend's edges,
+        colours and labels are used (read here when not given).
 
     Raises
     ------
@@ -294,10 +255,10 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     before = identities(cfg, scene) | before  # files only the opened scene names (taken now)
     staging = None if current_staging() is not None else Staging()
     if staging is None:
-        return _run(cfg, final, scene, before)
+        return _run(cfg, final, scene, before, shared)
     with staging.active():
         try:
-            result = _run(cfg, final, scene, before)
+            result = _run(cfg, final, scene, before, shared)
         except BaseException:
             staging.discard()
             raise
@@ -305,12 +266,34 @@ def run(cfg: RunConfig, prepared: tuple[Path, Scene] | None = None) -> RunResult
     return result
 
 
-def _run(cfg: RunConfig, final: Path, scene: Scene, before) -> RunResult:
+def _run(cfg: RunConfig, final: Path, scene: Scene, before, shared: SharedEdges | None = None) -> RunResult:
     with output_errors(final):
-        return _passes_and_files(cfg, final, scene, before)
+        return _passes_and_files(cfg, final, scene, before, shared)
 
 
-def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunResult:
+#: share of a scene's valid pixels outside the class edges above which a warning names the scene
+OUTSIDE_WARN = 0.05
+
+
+def outside_warning(scene: Scene, fitted: Fit, outside: str) -> bool:
+    """Warn (naming the scene) when more than :data:`OUTSIDE_WARN` of its valid pixels lie
+    outside the class edges; True when it warned."""
+    below, above = (0, 0) if fitted.outside is None else (int(v) for v in fitted.outside)
+    valid = fitted.stats.count
+    if not valid or below + above <= OUTSIDE_WARN * valid:
+        return False
+    fate = ("are put in the first/last class (classes.outside: clip)" if outside == "clip" else
+            "are nodata (classes.outside: clip puts them in the first/last class)")
+    log.warning("%s band %d: %.1f%% of the valid pixels (%d below %s, %d above %s) are outside the class edges "
+                "and %s", scene.path, scene.band, 100.0 * (below + above) / valid, below,
+                f"{float(fitted.edges[0]):g}", above, f"{float(fitted.edges[-1]):g}", fate)
+    return True
+
+
+def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
+                      shared: SharedEdges | None = None) -> RunResult:
+    if shared is None and cfg.classes.edges_from is not None:
+        shared = pinned_edges(cfg, scene)
     with runtime(cfg):
         rule = scene.rule
         log.info("input %s band %d: %dx%d %s, nodata %s, %d chunks", scene.path, scene.band,
@@ -341,18 +324,27 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
         try:
             with raster_errors(" or ".join(scene.files)):
                 with phase("statistics"):
-                    fitted = fit(scene, cfg.classes, keep)
-                log.info("%s edges: %s", fitted.scheme, np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
+                    if shared is None:
+                        fitted = fit(scene, cfg.classes, keep)
+                    else:
+                        fitted = fit(scene, cfg.classes, keep, edges=shared.edges, scheme=shared.scheme)
+                log.info("%s edges%s: %s", fitted.scheme, "" if shared is None else f" ({shared.how})",
+                         np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
                 validity_warnings(scene, fitted.stats, cfg)
-                labels = cfg.classes.labels
+                warned_outside = outside_warning(scene, fitted, cfg.classes.outside)
+                labels = cfg.classes.labels if shared is None or shared.labels is None else shared.labels
                 if labels is not None and len(labels) != fitted.n_classes:
                     raise ConfigError(f"classes.labels: {len(labels)} labels for the {fitted.n_classes} classes "
                                       f"{fitted.scheme} found in {scene.path}; give one per class")
-                palette = build_palette(cfg.palette, fitted.n_classes)
+                if shared is not None and shared.palette is not None:
+                    palette = shared.palette
+                else:
+                    palette = build_palette(cfg.palette, fitted.n_classes)
+                made = None if shared is None else shared.legend_fields()
 
                 def legend_of(counts: np.ndarray) -> dict:
                     return build_legend(scene=scene, fitted=fitted, palette=palette, counts=counts,
-                                        version=__version__, output=storage.display(final), labels=labels)
+                                        version=__version__, output=storage.display(final), labels=labels, made=made)
 
                 def staged() -> None:  # every pixel read; nothing committed yet
                     changed = changed_source(before)
@@ -368,9 +360,9 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before) -> RunR
             if keep is not None:
                 keep.remove()
     legend = legend_of(counts)
-    if legend["classes_effective"] < len(legend["classes"]):
-        log.warning("%s: %d of %d classes hold pixels (empty: %s)", legend["scheme"],
-                    legend["classes_effective"], len(legend["classes"]), legend["empty_classes"])
+    if legend["classes_effective"] < len(legend["classes"]) and not warned_outside:
+        log.warning("%s band %d: %s: %d of %d classes hold pixels (empty: %s)", scene.path, scene.band,
+                    legend["scheme"], legend["classes_effective"], len(legend["classes"]), legend["empty_classes"])
     lpath = None
     if cfg.output.legend:
         lpath = legend_path(final)

@@ -71,24 +71,31 @@ def class_labels(edges: np.ndarray, units: str | None = None) -> list[str]:
     return [f"{_edge_text(float(lo), d)} to {_edge_text(float(hi), d)}{tail}" for lo, hi in zip(edges[:-1], edges[1:])]
 
 
-def pixel_breakdown(stats, counts: np.ndarray) -> dict[str, int]:
-    """Class 0's pixels split by cause: ``nodata_pixels`` (nodata values, NaN, outside the valid
-    range), ``masked_pixels`` (GDAL mask, mask raster) and ``outside_pixels`` (valid, but outside
-    the class edges, e.g. manual breaks)."""
+def pixel_breakdown(stats, counts: np.ndarray, outside: int | None = None, clip: bool = False) -> dict[str, int]:
+    """Invalid pixels split by cause: ``nodata_pixels`` (nodata values, NaN, outside the valid
+    range), ``masked_pixels`` (GDAL mask, mask raster), and ``outside_pixels``: valid, but below
+    the first class edge or above the last (shared, pinned or manual edges). ``outside``: that
+    count when the fit counted it, else what class 0 holds beyond the invalid pixels. Outside
+    pixels are in class 0, or with ``clip`` in the first/last class."""
     removed = getattr(stats, "removed", None) or {}
     if not removed:
-        return {"nodata_pixels": int(counts[0]), "masked_pixels": 0, "outside_pixels": 0}
+        out = 0 if outside is None else int(outside)
+        return {"nodata_pixels": int(counts[0]) - (0 if clip else out), "masked_pixels": 0, "outside_pixels": out}
     nodata = sum(removed["nodata_values"].values()) + removed["nonfinite"] + removed["valid_range"]
     masked = removed["masked"]
-    return {"nodata_pixels": int(nodata), "masked_pixels": int(masked),
-            "outside_pixels": int(counts[0]) - int(nodata) - int(masked)}
+    if outside is None:
+        outside = 0 if clip else int(counts[0]) - int(nodata) - int(masked)
+    return {"nodata_pixels": int(nodata), "masked_pixels": int(masked), "outside_pixels": int(outside)}
 
 
 def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, version: str, output: str,
-                 labels: list[str] | None = None) -> dict:
+                 labels: list[str] | None = None, made: dict | None = None) -> dict:
     """The legend as a JSON-ready dict: edges, min and max in physical values (``units``),
-    class 0's pixels split into nodata, masked and outside pixels. ``labels``: one per class
-    (default: the value ranges, :func:`class_labels`)."""
+    the invalid pixels split into nodata and masked pixels, and the valid pixels outside the
+    edges. ``labels``: one per class (default: the value ranges, :func:`class_labels`).
+    ``made``: how the edges were made, recorded after ``edges_dtype`` (``fit``: each (default),
+    together with ``fitted_on``, or edges_from with the legend's path and hash); ``outside``
+    follows (nodata, or clip when ``fitted.clip``)."""
     edges = fitted.edges
     units = getattr(scene, "units", None)
     names = labels if labels is not None else class_labels(edges, units)
@@ -131,10 +138,13 @@ def build_legend(*, scene, fitted, palette: np.ndarray, counts: np.ndarray, vers
         "classes_requested": fitted.n_classes,
         "edges": [_num(float(e)) for e in edges],
         "edges_dtype": str(edges.dtype),
+        **(made or {"fit": "each"}),
+        "outside": "clip" if getattr(fitted, "clip", False) else "nodata",
         "min": _num(stats.vmin),
         "max": _num(stats.vmax),
         "valid_pixels": valid,
-        **pixel_breakdown(stats, counts),
+        **pixel_breakdown(stats, counts, getattr(fitted, "outside_pixels", None)
+                          if getattr(fitted, "outside", None) is not None else None, getattr(fitted, "clip", False)),
         "empty_classes": empty,
         "classes_effective": len(classes) - len(empty),  # classes holding pixels
         "nodata_class": {"id": 0, "color": to_hex(palette[0]), "count": int(counts[0])},
