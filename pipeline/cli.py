@@ -236,6 +236,8 @@ def _report(batch, dry_run: bool) -> None:
     if len(batch.jobs) > 1 and not dry_run:
         counts = {s: sum(j.status == s for j in batch.jobs) for s in ("done", "skipped", "failed")}
         print(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed")
+    if batch.index is not None:
+        print(f"index      {batch.index}")
 
 
 def _fail(args, message: str, code: int) -> int:
@@ -319,6 +321,8 @@ def _main(args) -> int:
         if cfg.input is not None and batch.failed:  # a single scene: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)
         _report(batch, dry_run)
+        if batch.index_error is not None:  # the scenes are listed above; the index is what failed
+            return _fail(args, batch.index_error, batch.exit_code)
         if args.command == "demo" and not batch.failed and not args.quiet:
             from .jobs.demo import summary
 
