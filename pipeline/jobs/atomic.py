@@ -201,7 +201,7 @@ def staged_path(final: Path) -> Path:
 def atomic_output(final: Path, suffix: str = "", make: Literal["file", "dir"] = "file") -> Iterator[Path]:
     """Yield a temporary (an empty file, or folder with ``make="dir"``, created exclusively:
     see :func:`partial_path`); on success move it to ``final`` (or leave it to the active
-    :class:`Staging`), on any failure (the rename included) remove it."""
+    :class:`Staging`), on any failure remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(final, suffix, make)
     try:
@@ -212,12 +212,8 @@ def atomic_output(final: Path, suffix: str = "", make: Literal["file", "dir"] = 
     staging = _staging.get()
     if staging is not None:
         staging.add(tmp, final)
-        return
-    try:
+    else:
         commit(tmp, final)
-    except BaseException:
-        remove(tmp)
-        raise
 
 
 # ----------------------------------------------------------------- write errors

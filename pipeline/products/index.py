@@ -263,9 +263,9 @@ def _row_html(i: int, row: SceneRow, folder: Path, shared: bool) -> str:
         rel = f'<a href="{_href(row.output, folder)}">{rel}</a>'
     scene = f"{e(Path(row.input.split('?', 1)[0]).name)}{'' if shared else _edges_text(row.legend)}"
     counts = "".join(f'<td class="n {k}">{_count(row.legend, k)}</td>' for k in COUNTS)
-    return (f'<tr class="scene" data-status="{e(row.status)}"><td>{i}</td><td class="l">{img}</td>'
-            f'<td class="l" title="{e(row.input)}">{scene}</td><td class="l status">{status}</td>{counts}'
-            f'<td class="l">{links}</td><td class="l">{rel}</td></tr>')
+    return (f'<tr class="scene" data-status="{e(row.status)}"><td>{i}</td><td class="l map">{img}</td>'
+            f'<td class="l scene" title="{e(row.input)}">{scene}</td><td class="l status">{status}</td>{counts}'
+            f'<td class="l files">{links}</td><td class="l output">{rel}</td></tr>')
 
 
 def index_html(rows: list[SceneRow], folder: Path, *, version: str = "") -> str:
@@ -314,7 +314,8 @@ def index_html(rows: list[SceneRow], folder: Path, *, version: str = "") -> str:
 
 def write_index(folder: Path, jobs) -> Path:
     """Write ``folder/index.html`` for a finished batch, atomically (a temporary in ``folder``,
-    renamed into place; a failed write leaves the previous index and no temporary).
+    renamed into place; a failed write leaves the previous index and no temporary). A folder at
+    that path is refused, never replaced.
 
     Parameters
     ----------
@@ -336,6 +337,8 @@ def write_index(folder: Path, jobs) -> Path:
     from .. import __version__
 
     path = index_path(folder)
+    if path.is_dir() and not path.is_symlink():  # never replace what is not ours
+        raise OutputError(f"{path}: cannot write the batch index: a folder is in the way")
     page = index_html([scene_row(j) for j in jobs], Path(folder), version=__version__)
     try:
         with atomic_output(path, ".html") as tmp:
