@@ -348,7 +348,8 @@ def test_rerun_shared_legend_up_to_date_missing_stale_and_blocked_index(tmp_path
     index.mkdir()  # a folder in the way: refused, never replaced
     (index / "keep.txt").write_text("not sceneclass's", encoding="utf-8")
     blocked = run_batch(cfg)
-    assert blocked.exit_code == 4 and blocked.index_error == f"{index}: cannot write the batch index: a folder is in the way"
+    assert blocked.exit_code == 4
+    assert blocked.index_error == f"{index}: cannot write the batch index: a folder is in the way"
     assert [p.name for p in index.iterdir()] == ["keep.txt"]
     assert not [p for p in out.rglob("*") if PARTIAL in p.name], "a temporary of the index was left"
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("LC08*")} == outputs

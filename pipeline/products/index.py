@@ -50,7 +50,8 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 .sw { display: inline-block; width: 28px; height: 14px; border: 1px solid #888; vertical-align: middle; }
 img.thumb { border: 1px solid #ccc; max-width: 256px; max-height: 256px;
   background: repeating-conic-gradient(#eee 0% 25%, #fff 0% 50%) 50% / 16px 16px; }
-tr[data-status="failed"] td { background: #fdecec; } .err { color: #a00; font-family: monospace; white-space: pre-wrap; }
+tr[data-status="failed"] td { background: #fdecec; }
+.err { color: #a00; font-family: monospace; white-space: pre-wrap; }
 .note { color: #555; }
 """
 
@@ -210,7 +211,8 @@ def shared_legend(rows: list[SceneRow]) -> tuple[dict | None, str]:
                       "a colour does not mean the same value in every map. Each scene's own report shows "
                       "its legend.")
     if any(leg.get("fit") == "together" for leg in full):
-        return full[0], "One set of edges, fitted on all the inputs together: a colour means the same value in every map."
+        return full[0], ("One set of edges, fitted on all the inputs together: a colour means the same value "
+                         "in every map.")
     if len(full) == 1:
         return full[0], "The legend of the one finished scene."
     return full[0], "Every scene has the same edges and colours: a colour means the same value in every map."
