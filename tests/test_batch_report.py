@@ -436,3 +436,20 @@ def test_only_a_batch_with_the_report_writes_an_index(tmp_path):
         with pytest.raises(ConfigError, match="the batch index"):
             how(refused)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.html"]
+
+
+def test_a_folder_named_like_a_side_file_is_never_replaced(tmp_path):
+    """Of the kind of the index's folder in the way: a user's folder at a side file's path (here
+    the legend) fails the scene with an output error; the folder and its file stay."""
+    write_crops(tmp_path / "in", broken=False)
+    theirs = tmp_path / "out" / "LC08_crop_b.legend.json"
+    theirs.mkdir(parents=True)
+    (theirs / "keep.txt").write_text("not sceneclass's", encoding="utf-8")
+    cfg = load_config(write_config(tmp_path / "job.yaml", inputs=None, input=str(tmp_path / "in" / "LC08_crop_b.tif"),
+                                   output={"path": str(tmp_path / "out" / "LC08_crop_b.tif")},
+                                   outputs={"report": False}))
+    (job,) = run_batch(cfg).jobs
+    assert job.status == "failed" and job.exit_code == 4, job.error
+    assert job.error == f"{theirs}: cannot put the output in place (a folder is in the way)"
+    assert [p.name for p in theirs.iterdir()] == ["keep.txt"]
+    assert not [p for p in (tmp_path / "out").rglob("*") if PARTIAL in p.name]

@@ -112,12 +112,17 @@ def commit(partial: Path, final: Path) -> None:
     aside (``….sceneclass-partial.old``), which :func:`sweep` renames back if a crash came
     before the new one was in place.
 
+    A file never replaces a folder (someone else's folder named like the output is not the
+    run's to remove): ``IsADirectoryError``.
+
     Raises
     ------
     OSError
-        When a rename fails.
+        When a rename fails, or a file would replace a folder.
     """
     if final.is_dir() and not final.is_symlink():
+        if not partial.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(final))
         if _exchange(partial, final):  # partial now holds the old store
             remove(partial)
             return
