@@ -92,7 +92,7 @@ class SceneRow:
 
 
 def index_path(folder: Path) -> Path:
-    """Where a batch writing into ``folder`` puts its index."""
+    """Where a batch writing into ``folder`` (its output folder) puts its index: ``folder/index.html``."""
     return Path(folder) / INDEX_NAME
 
 
@@ -187,6 +187,11 @@ def _count(legend: dict | None, key: str) -> str:
 
 def shared_legend(rows: list[SceneRow]) -> tuple[dict | None, str]:
     """The legend every finished scene shares, and a sentence about it.
+
+    Parameters
+    ----------
+    rows : list of SceneRow
+        Every scene of the batch (failed ones are left out of the comparison).
 
     Returns
     -------
