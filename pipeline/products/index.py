@@ -145,10 +145,12 @@ def scene_row(job) -> SceneRow:
     """
     row = SceneRow(input=redact(str(job.config.input)), output=Path(job.output),
                    status=STATUS_TEXT.get(job.status, job.status), error=job.error)
-    paths = extra_paths(job.output)
-    candidates = {"report": paths["report"], "legend": legend_path(job.output),
-                  "quicklook": paths["quicklook_png"] if paths["quicklook_png"].is_file()
-                  else paths["quicklook_jpeg"]}
+    paths, o = extra_paths(job.output), job.config.outputs
+    candidates = {"report": paths["report"]}  # only files this config makes: no stale file of an earlier one
+    if job.config.output.legend:
+        candidates["legend"] = legend_path(job.output)
+    if o.quicklook:
+        candidates["quicklook"] = paths[f"quicklook_{o.quicklook_format[0]}"]
     row.links = {k: p for k, p in candidates.items() if p.is_file()}
     if job.status == "failed":
         if job.output.exists():
