@@ -247,6 +247,8 @@ def _report(batch, dry_run: bool) -> None:
     if len(batch.jobs) > 1 and not dry_run:
         counts = {s: sum(j.status == s for j in batch.jobs) for s in ("done", "skipped", "failed")}
         print(f"{counts['done']} done, {counts['skipped']} up to date, {counts['failed']} failed")
+    if batch.index is not None:
+        print(f"index      {batch.index}")
 
 
 def _show_mosaic(grid: dict) -> None:
@@ -348,6 +350,8 @@ def _main(args) -> int:
         if (cfg.inputs is None or cfg.output.mosaic) and batch.failed:  # one job: its error is the message
             return _fail(args, batch.failed[0].error, batch.failed[0].exit_code)
         _report(batch, dry_run)
+        if batch.index_error is not None:  # the scenes are listed above; the index is what failed
+            return _fail(args, batch.index_error, batch.exit_code)
         if args.command == "demo" and not batch.failed and not args.quiet:
             from .jobs.demo import summary
 

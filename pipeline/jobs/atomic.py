@@ -120,10 +120,13 @@ def commit(partial: Path, final: Path) -> None:
     instead (the object appears only complete), and the local temporary removed; a staged
     remote store (anything with ``commit()``) commits itself.
 
+    A file never replaces a folder (someone else's folder named like the output is not the
+    run's to remove): ``IsADirectoryError``.
+
     Raises
     ------
     OSError
-        When a rename fails.
+        When a rename fails, or a file would replace a folder.
     OutputError
         When an upload fails (the previous object is unchanged).
     """
@@ -138,6 +141,8 @@ def commit(partial: Path, final: Path) -> None:
             remove(partial)
         return
     if final.is_dir() and not final.is_symlink():
+        if not partial.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(final))
         if _exchange(partial, final):  # partial now holds the old store
             remove(partial)
             return

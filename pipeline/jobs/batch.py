@@ -34,6 +34,7 @@ from .manifest import (
     write_manifest,
 )
 from ..products.extras import requested_paths
+from ..products.index import index_path
 from ..urls import redact, redact_text
 from ..writers.legend import legend_path
 
@@ -59,6 +60,8 @@ class Job:
 class BatchResult:
     jobs: list[Job] = field(default_factory=list)
     shared: object = None  # SharedEdges of ``classes.fit: together`` (None: each scene its own)
+    index: Path | None = None  # the batch index written (outputs.report in a batch)
+    index_error: str | None = None  # why it could not be written (exit code 4)
 
     @property
     def failed(self) -> list[Job]:
@@ -66,6 +69,8 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
+        if self.index_error is not None:
+            return OutputError.exit_code
         return 1 if self.failed else 0
 
 
@@ -183,6 +188,8 @@ def _check_plan(cfg: RunConfig, jobs: list[Job]) -> None:
     """No written path is a read one (every file a job reads: its input or band files, and
     their sidecars) or another written one."""
     writes = [(run_folder(cfg, jobs) / LOCK_NAME, "the output folder's lock file", False)]
+    if writes_index(cfg):
+        writes.append((index_path(run_folder(cfg, jobs)), "the batch index", False))
     for job in jobs:
         writes += written_paths(job)
     check_collisions(writes, [r for job in jobs for path in job.config.sources for r in read_paths(path)])
@@ -215,6 +222,12 @@ def mosaic_job(cfg: RunConfig) -> Job:
     out = render_output(cfg, label(len(inputs)), cfg.band)
     job_cfg = job_cfg.model_copy(update={"output": cfg.output.model_copy(update={"path": str(out), "folder": None})})
     return Job(job_cfg, out, mosaic=grid)
+
+
+def writes_index(cfg: RunConfig) -> bool:
+    """Does the run write the batch index (``index.html`` in the output folder)? A batch
+    (``inputs:``) with ``outputs.report``."""
+    return cfg.inputs is not None and cfg.outputs.report
 
 
 def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:
@@ -410,7 +423,8 @@ def _record_failure(job: Job, started: float, input_fp: dict | None) -> None:
 
 def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> BatchResult:
     """Plan, check every job's config, lock the output folders, restore or sweep what
-    interrupted runs left, judge each output, run what is not up to date.
+    interrupted runs left, judge each output, run what is not up to date; then, for a batch
+    with ``outputs.report``, write the batch index (every time: it says what this run found).
 
     Outputs in object storage are not locked: two runs writing into one prefix at the same
     time are not protected from each other."""
@@ -458,7 +472,19 @@ def _run_batch(cfg: RunConfig, force: bool, dry_run: bool) -> BatchResult:
                 continue
             log.info("%s: %s (%s)", job.output, job.verdict.status, job.verdict.reason)
             run_job(job, log_errors=cfg.inputs is not None, shared=shared)
-    return BatchResult(jobs, shared)
+        result = BatchResult(jobs, shared)
+        if writes_index(cfg):
+            _write_index(folder, result)
+    return result
+
+
+def _write_index(folder: Path, result: BatchResult) -> None:
+    from ..products.index import write_index
+
+    try:
+        result.index = write_index(folder, result.jobs)
+    except OutputError as e:  # the scenes are in place; the index is the run's one failure
+        result.index_error = str(e)
 
 
 def _judge(jobs: list[Job], force: bool, together: bool = False) -> None:
