@@ -49,6 +49,8 @@ from ..errors import OutputError
 from ..jobs.atomic import atomic_output, cause, output_errors, partial_path, remove
 from ..jobs.config import Output
 from .._engine.scratch import scratch
+from .cogstream import write_cog_stream
+from .tiles import overview_factors
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -84,15 +86,6 @@ class Level:
     factor: int
     shape: tuple[int, int]
     offsets: np.ndarray  # (tiles_y, tiles_x) int64
-
-
-def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
-    """2, 4, ... until the overview fits in one tile (as GDAL's COG driver does)."""
-    factors, f = [], 2
-    while max(shape) > blocksize and max(math.ceil(n / (f // 2)) for n in shape) > blocksize:
-        factors.append(f)
-        f *= 2
-    return factors
 
 
 def scaled_gcps(gcps, factor: int) -> list[GroundControlPoint]:
@@ -468,7 +461,88 @@ def assemble(staging: Path, target: Path, out: Output, final: Path | None = None
 def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0,
               count: bool = True, staged: Callable[[], None] | None = None,
               lut: np.ndarray | None = None) -> np.ndarray:
-    """Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG.
+    """Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG at
+    ``final``: the tasks compress the tiles, this process writes the file under a temporary
+    name (:func:`pipeline.writers.cogstream.write_cog_stream`), checks it
+    (:func:`verify_written`) and puts it in place.
+
+    Parameters
+    ----------
+    classes, scene, palette, out, bands, count, staged, lut
+        As for :func:`pipeline.writers.cogstream.write_cog_stream`.
+    final : Path
+        The output path (a local path of this process; the workers need not see it).
+
+    Returns
+    -------
+    ndarray, int64, (256,)
+        Pixels per class id (zeros when ``count`` is false).
+
+    Raises
+    ------
+    OutputError
+        The file could not be written or does not read back; nothing was replaced.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(final, ".tif") as tmp:
+        with output_errors(final):
+            spool = partial_path(final, ".tiles", make="dir") if distributed_client() is None else None
+        try:
+            with open(tmp, "wb") as f:
+                counts = write_cog_stream(classes, scene, palette, out, _Destination(f, final), bands, count,
+                                          staged, lut, spool=spool)
+        finally:
+            if spool is not None:
+                remove(spool)
+        with gdal_writing(final, "checking the written COG"):
+            verify_written(tmp, scene.shape, bands or 1, out)
+    log.info("wrote %s", final)
+    return counts
+
+
+class _Destination:
+    """A file being written; a failed write becomes an :class:`OutputError` naming the output."""
+
+    def __init__(self, f, final: Path) -> None:
+        self._f, self._final = f, final
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            raise OutputError(f"{self._final}: cannot write the output ({cause(e)}); nothing was replaced") from None
+
+
+def verify_written(path: Path, shape: tuple[int, int], bands: int, out: Output) -> None:
+    """Check a written COG before it replaces anything: GDAL opens it with the expected size,
+    bands, tile size and overview count, and the last tile of every level decodes.
+
+    Raises
+    ------
+    OSError
+        (rasterio's ``RasterioIOError``) when the file cannot be opened or a tile not read.
+    ValueError
+        When the file is readable but not what was written.
+    """
+    want_overviews = len(overview_factors(shape, out.blocksize)) if out.overviews else 0
+    with rasterio.open(path) as cog:
+        if (cog.height, cog.width, cog.count) != (*shape, bands):
+            raise ValueError(f"the written file is {cog.width}x{cog.height}x{cog.count}, "
+                             f"not {shape[1]}x{shape[0]}x{bands}")
+        if cog.block_shapes[0] != (out.blocksize, out.blocksize) or len(cog.overviews(1)) != want_overviews:
+            raise ValueError("its tiles or overviews are not the ones written")
+    for level in [None, *range(want_overviews)]:
+        with rasterio.open(path, overview_level=level) as ov:
+            by, bx = ov.block_shapes[0]
+            c0, r0 = (ov.width - 1) // bx * bx, (ov.height - 1) // by * by
+            ov.read(window=Window(c0, r0, ov.width - c0, ov.height - r0))
+
+
+def write_cog_gdal(classes: da.Array, scene, palette: np.ndarray, out: Output, final: Path, bands: int = 0,
+                   count: bool = True, staged: Callable[[], None] | None = None,
+                   lut: np.ndarray | None = None) -> np.ndarray:
+    """The previous writer (staging files on a shared disk, then GDAL's COG driver in one
+    process), kept as the reference the streamed writer is checked against. Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG.
 
     Returns the pixel count of every class id (0..255) from the same pass (zeros when
     ``count`` is false: the caller knows them already). ``staged`` is called once every pixel
