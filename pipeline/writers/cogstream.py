@@ -196,7 +196,7 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
                                new_axis=[2] if extra else None, meta=np.empty((0,) * (2 + len(extra)), np.uint8))
     factors = overview_factors(scene.shape, b) if out.overviews else []
     chunk = max(b, max(values.chunksize[:2]) // b * b)
-    levels = pyramid(level0, factors, out.overview_resampling, chunk, 0 if not bands else None)
+    levels = pyramid(level0, factors, out.overview_resampling, chunk, 0 if not bands else None, b)
     level = out.level if out.level is not None else DEFAULT_LEVELS.get(out.compression)
     grids = encoded_levels(levels, b, out.compression, level)
     counts_lazy = (values.map_blocks(_counts_block, new_axis=2, chunks=(1, 1, 256), dtype=np.int64)

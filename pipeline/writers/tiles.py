@@ -87,15 +87,40 @@ def nearest_level(level0: da.Array, factor: int) -> da.Array:
     return out
 
 
-def spans(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+#: GDAL's overview builder reads at most this many bytes of source rows at once (GDAL_OVR_CHUNK_MAX_SIZE)
+GDAL_OVR_CHUNK_MAX = 10 * 1024 * 1024
+
+
+def gdal_row_chunk(src_shape: tuple[int, int], dst_shape: tuple[int, int], blocksize: int, bands: int) -> int:
+    """Rows of the source GDAL's overview builder resamples at once (GDALRegenerateOverviewsEx):
+    the source's block height, at least twice the factor, doubled while the rows take less than
+    half of :data:`GDAL_OVR_CHUNK_MAX`. A window never reaches across two such chunks."""
+    factor = max(1, int(src_shape[1] / dst_shape[1] + 0.5), int(src_shape[0] / dst_shape[0] + 0.5))
+    rows = max(blocksize, 2 * factor)
+    if rows * src_shape[1] * bands <= GDAL_OVR_CHUNK_MAX:
+        while rows * src_shape[1] * bands < GDAL_OVR_CHUNK_MAX // 2:
+            rows = max(rows * 2, 2 * factor)
+    return rows
+
+
+def spans(n: int, d: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """GDAL's source window ``[start, end)`` of each of the ``d`` destination pixels over ``n``
-    source pixels (overview.cpp: ratio ``n/d``, start ``floor(i*r + 1e-8)``, end
-    ``ceil((i+1)*r - 1e-8)``, at least one pixel, clipped to ``n``)."""
+    source pixels (overview.cpp: ratio ``r = n/d``, start ``floor(i*r + 1e-8)``, end
+    ``ceil((i+1)*r - 1e-8)``, at least one pixel); with ``rows``, GDAL's row chunks: destination
+    row ``i`` belongs to the chunk ``c`` with ``round(c*rows/r) <= i < round((c+1)*rows/r)`` and
+    its window is clipped to the chunk's source rows."""
     r = n / d
     i = np.arange(d, dtype=np.float64)
-    start = np.floor(i * r + 1e-8).astype(np.int64)
+    lo, hi = np.zeros(d, np.int64), np.full(d, n, np.int64)
+    if rows is not None and rows < n:
+        for y0 in range(0, n, rows):
+            y1 = min(n, y0 + rows)
+            d0 = int(0.5 + y0 / r)
+            d1 = d if y1 == n else int(0.5 + y1 / r)
+            lo[d0:d1], hi[d0:d1] = y0, y1
+    start = np.maximum(np.floor(i * r + 1e-8).astype(np.int64), lo)
     end = np.ceil((i + 1) * r - 1e-8).astype(np.int64)
-    end = np.minimum(np.where(end == start, end + 1, end), n)
+    end = np.minimum(np.where(end == start, end + 1, end), hi)
     return start, end
 
 
@@ -117,37 +142,46 @@ def mode_block(src: np.ndarray, ys: np.ndarray, ye: np.ndarray, xs: np.ndarray, 
     -------
     ndarray, uint8, (len(ys), len(xs)) or (len(ys), len(xs), band)
         The most frequent value of each window; among values with the same count, the one that
-        reached that count first in row-major order.
+        reached that count first in row-major order (GDAL keeps a value only when its running
+        count passes the best so far).
     """
     if src.ndim == 3:
         return np.stack([mode_block(src[..., b], ys, ye, xs, xe, nodata) for b in range(src.shape[2])], axis=-1)
-    ly, lx = int((ye - ys).max()), int((xe - xs).max())
+    ly, lx = max(1, int((ye - ys).max())), max(1, int((xe - xs).max()))
     h, w = src.shape
-    parts = []
-    for a in range(ly):  # the window's positions in row-major order (at most 3 x 3)
+    win = []  # the window's positions in row-major order (at most 3 x 3), -1 where no value
+    for a in range(ly):
+        rows = ys + a
+        rsel = np.take(src, np.minimum(rows, h - 1), axis=0)
         for b in range(lx):
-            rows, cols = ys + a, xs + b
-            v = src[np.minimum(rows, h - 1)[:, None], np.minimum(cols, w - 1)[None, :]].astype(np.int16)
-            ok = (rows < ye)[:, None] & (cols < xe)[None, :]
+            cols = xs + b
+            v = np.take(rsel, np.minimum(cols, w - 1), axis=1).astype(np.int16)
+            bad = ~((rows < ye)[:, None] & (cols < xe)[None, :])
             if nodata is not None:
-                ok &= v != nodata
-            parts.append(np.where(ok, v, -1))
-    win = np.stack(parts, axis=-1)  # (dh, dw, K), -1 where no value
-    k = win.shape[-1]
-    before = np.tri(k, dtype=bool)  # position q counts at p when q <= p
-    running = ((win[..., :, None] == win[..., None, :]) & before).sum(-1)  # count of win[p] up to p
-    running[win < 0] = 0
-    top = running.max(-1, keepdims=True)
-    first = np.argmax(running == top, axis=-1)
-    out = np.take_along_axis(win, first[..., None], -1)[..., 0]
-    return np.where(top[..., 0] > 0, out, 0 if nodata is None else nodata).astype(np.uint8)
+                bad |= v == nodata
+            win.append(np.where(bad, np.int16(-1), v))  # np.where: no branch per pixel
+    best = np.zeros(win[0].shape, np.int8)  # counts: at most 9
+    value = np.full(win[0].shape, 0 if nodata is None else nodata, np.int16)
+    count = np.empty(win[0].shape, np.int8)
+    same = np.empty(win[0].shape, bool)
+    for p, v in enumerate(win):
+        count[...] = 0
+        for q in range(p + 1):
+            np.equal(win[q], v, out=same)
+            count += same.view(np.int8)
+        count *= (v >= 0).view(np.int8)
+        np.greater(count, best, out=same)
+        value = np.where(same, v, value)
+        np.maximum(best, count, out=best)
+    return value.astype(np.uint8)
 
 
 def _mode_chunk(src: np.ndarray, y0: int, x0: int, ys, ye, xs, xe, nodata) -> np.ndarray:
     return mode_block(src, ys - y0, ye - y0, xs - x0, xe - x0, nodata)
 
 
-def mode_level(prev: da.Array, shape: tuple[int, int], chunk: int, nodata: int | None) -> da.Array:
+def mode_level(prev: da.Array, shape: tuple[int, int], chunk: int, nodata: int | None,
+               blocksize: int) -> da.Array:
     """Lazy MODE overview of ``prev`` (the level before) at ``shape``, in ``chunk``-sized
     pieces; each piece reads only the part of ``prev`` its windows cover.
 
@@ -161,31 +195,35 @@ def mode_level(prev: da.Array, shape: tuple[int, int], chunk: int, nodata: int |
         Chunk size of the result, in pixels (a multiple of the tile size).
     nodata : int or None
         See :func:`mode_block`.
+    blocksize : int
+        The COG's tile size (GDAL's row chunks start from it: :func:`gdal_row_chunk`).
 
     Returns
     -------
     dask.array.Array
         uint8 pixels of ``shape`` (+ the band axis).
     """
-    (ys, ye), (xs, xe) = spans(prev.shape[0], shape[0]), spans(prev.shape[1], shape[1])
+    bands = prev.shape[2] if prev.ndim == 3 else 1
+    rows_at_once = gdal_row_chunk(prev.shape[:2], shape, blocksize, 1) if bands == 1 else None
+    (ys, ye), (xs, xe) = spans(prev.shape[0], shape[0], rows_at_once), spans(prev.shape[1], shape[1])
     rows = []
     for r0 in range(0, shape[0], chunk):
         r1 = min(shape[0], r0 + chunk)
         row = []
         for c0 in range(0, shape[1], chunk):
             c1 = min(shape[1], c0 + chunk)
-            sy0, sy1 = int(ys[r0:r1].min()), int(ye[r0:r1].max())
-            sx0, sx1 = int(xs[c0:c1].min()), int(xe[c0:c1].max())
-            piece = prev[sy0:sy1, sx0:sx1]
+            sy0, sy1 = int(ys[r0:r1].min()), int(max(ye[r0:r1].max(), ys[r0:r1].max() + 1))
+            sx0, sx1 = int(xs[c0:c1].min()), int(max(xe[c0:c1].max(), xs[c0:c1].max() + 1))
+            piece = prev[sy0:min(sy1, prev.shape[0]), sx0:min(sx1, prev.shape[1])]
             part = dask.delayed(_mode_chunk, pure=True)(piece, sy0, sx0, ys[r0:r1], ye[r0:r1], xs[c0:c1],
                                                         xe[c0:c1], nodata)
             row.append(da.from_delayed(part, (r1 - r0, c1 - c0) + prev.shape[2:], np.uint8))
         rows.append(row)
-    return da.block(rows) if prev.ndim == 2 else da.concatenate(
-        [da.concatenate(r, axis=1) for r in rows], axis=0)
+    return da.concatenate([da.concatenate(r, axis=1) for r in rows], axis=0)
 
 
-def pyramid(level0: da.Array, factors: list[int], resampling: str, chunk: int, nodata: int | None) -> list[da.Array]:
+def pyramid(level0: da.Array, factors: list[int], resampling: str, chunk: int, nodata: int | None,
+            blocksize: int) -> list[da.Array]:
     """Every level of the COG, lazily: ``level0`` then one overview per factor.
 
     Parameters
@@ -200,6 +238,8 @@ def pyramid(level0: da.Array, factors: list[int], resampling: str, chunk: int, n
         Chunk size of the overview levels, in pixels (a multiple of the tile size).
     nodata : int or None
         Skipped by ``mode`` (0 for class ids; None for colours).
+    blocksize : int
+        The COG's tile size.
 
     Returns
     -------
@@ -212,7 +252,7 @@ def pyramid(level0: da.Array, factors: list[int], resampling: str, chunk: int, n
         if resampling == "nearest":
             lv = nearest_level(level0, f)
         else:
-            lv = mode_level(levels[-1], shape, chunk, nodata)
+            lv = mode_level(levels[-1], shape, chunk, nodata, blocksize)
         lv = lv.rechunk((chunk, chunk) + lv.shape[2:])
         levels.append(lv)
     return levels
