@@ -50,7 +50,7 @@ from ..jobs.atomic import atomic_output, cause, output_errors, partial_path, rem
 from ..jobs.config import Output
 from .._engine.scratch import scratch
 from .cogstream import write_cog_stream
-from .tiles import overview_factors
+from .tiles import gdal_overview_factors, overview_factors
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -524,7 +524,8 @@ def verify_written(path: Path, shape: tuple[int, int], bands: int, out: Output) 
     ValueError
         When the file is readable but not what was written.
     """
-    want_overviews = len(overview_factors(shape, out.blocksize)) if out.overviews else 0
+    rule = overview_factors if out.overview_resampling == "nearest" else gdal_overview_factors
+    want_overviews = len(rule(shape, out.blocksize)) if out.overviews else 0
     with rasterio.open(path) as cog:
         if (cog.height, cog.width, cog.count) != (*shape, bands):
             raise ValueError(f"the written file is {cog.width}x{cog.height}x{cog.count}, "

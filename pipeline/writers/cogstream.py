@@ -34,7 +34,8 @@ from ..errors import OutputError
 from ..jobs.atomic import cause, final_name
 from ..jobs.config import Output
 from . import tiff
-from .tiles import COMPRESSION_CODES, encoded_levels, level_shape, lookup, overview_factors, pyramid
+from .tiles import (COMPRESSION_CODES, encoded_levels, gdal_overview_factors, lookup, overview_factors,
+                    pyramid)
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -194,7 +195,8 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
     level0 = values.map_blocks(lookup, table if table is None else dask.delayed(table, pure=True),
                                dtype=np.uint8, chunks=values.chunks + tuple((n,) for n in extra),
                                new_axis=[2] if extra else None, meta=np.empty((0,) * (2 + len(extra)), np.uint8))
-    factors = overview_factors(scene.shape, b) if out.overviews else []
+    rule = overview_factors if out.overview_resampling == "nearest" else gdal_overview_factors
+    factors = rule(scene.shape, b) if out.overviews else []
     chunk = max(b, max(values.chunksize[:2]) // b * b)
     levels = pyramid(level0, factors, out.overview_resampling, chunk, 0 if not bands else None, b)
     level = out.level if out.level is not None else DEFAULT_LEVELS.get(out.compression)

@@ -52,6 +52,16 @@ def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
     return factors
 
 
+def gdal_overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
+    """The overview factors GDAL's COG driver computes itself (``mode``): 2, 4, ... while the
+    previous level (``size // factor``) is larger than a tile."""
+    factors, f = [], 2
+    while max(max(1, n // (f // 2)) for n in shape) > blocksize:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
 def level_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
     """The size GDAL gives the overview of ``factor``: ``max(1, n // factor)`` per axis."""
     return tuple(max(1, n // factor) for n in shape)
