@@ -4,7 +4,9 @@ COG driver computes the mode overviews), pixel for pixel at every overview level
 rio-cogeo's strict validator and GDAL's reading of colour table, nodata and georeferencing.
 
 Chunk sizes do not divide the scenes; blocksizes 64 and 128; paletted, RGB and RGBA; nearest
-and mode; uint16 and float32 inputs; the real 677 x 775 Landsat band 10.
+and mode; uint16 and float32 inputs; the real 677 x 775 Landsat band 10. The same writer on a
+real ``dask scheduler`` + 2 workers (which do not even see the output folder) is compared in
+test_no_shared_fs.py.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from rio_cogeo.cogeo import cog_validate
 import pipeline.jobs.run as run_module
 from pipeline.jobs.batch import run_batch
 from pipeline.jobs.config import load_config
-from pipeline.writers.cog import write_cog_gdal
+from pipeline.writers.cog import write_cog_gdal, write_cog_streamed
 
-from _procs import dask_cluster, sceneclass
 from conftest import B10, data_path
 
 
@@ -104,7 +105,7 @@ def test_streamed_equals_gdal_assembled(tmp_path, monkeypatch, mode, blocksize, 
                                         dtype, shape):
     source = make_input(tmp_path / "in.tif", shape, dtype)
     opts = dict(mode=mode, blocksize=blocksize, chunk=chunk, overview_resampling=resampling, compression=compression)
-    new = run_with(config(tmp_path / "new", source, **opts))
+    new = run_with(config(tmp_path / "new", source, **opts), write_cog_streamed, monkeypatch)
     old = run_with(config(tmp_path / "old", source, **opts), write_cog_gdal, monkeypatch)
     assert_same_cog(new, old)
 
@@ -114,7 +115,7 @@ def test_real_band_odd_size(tmp_path, monkeypatch, resampling):
     """The real 677 x 775 float32 Landsat band (striped, no declared nodata), blocksize 64."""
     source = data_path(B10)
     opts = dict(blocksize=64, chunk=200, overview_resampling=resampling)
-    new = run_with(config(tmp_path / "new", source, **opts))
+    new = run_with(config(tmp_path / "new", source, **opts), write_cog_streamed, monkeypatch)
     old = run_with(config(tmp_path / "old", source, **opts), write_cog_gdal, monkeypatch)
     assert_same_cog(new, old)
     with rasterio.open(new) as src, rasterio.open(source) as raw:
@@ -158,16 +159,3 @@ def test_stream_to_write_only_object(tmp_path):
     streamed.write_bytes(sink.getvalue())
     assert sink.calls > 1
     assert_same_cog(streamed, local)
-
-
-def test_cluster_writes_the_same_file(tmp_path, monkeypatch):
-    """A real ``dask scheduler`` + 2 ``dask worker`` processes: the workers compress, the client
-    writes; pixels equal the GDAL-assembled threads run at every level (mode, blocksize 64)."""
-    source = make_input(tmp_path / "in.tif", (677, 775), "uint16")
-    opts = dict(blocksize=64, chunk=200, overview_resampling="mode")
-    old = run_with(config(tmp_path / "old", source, **opts), write_cog_gdal, monkeypatch)
-    cfg = config(tmp_path / "new", source, **opts)
-    with dask_cluster(tmp_path / "cluster", n_workers=2) as cluster:
-        proc = sceneclass("run", cfg, "--scheduler", cluster.address, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_cog(tmp_path / "new" / "out.tif", old)

