@@ -159,3 +159,39 @@ def test_stream_to_write_only_object(tmp_path):
     streamed.write_bytes(sink.getvalue())
     assert sink.calls > 1
     assert_same_cog(streamed, local)
+
+
+@pytest.mark.parametrize("bigtiff", [False, True])
+@pytest.mark.parametrize("compression", ["zstd", "deflate", "lzw", "none"])
+def test_tiff_structure_decodes_in_gdal(tmp_path, bigtiff, compression):
+    """Tiles compressed by the workers' codec and laid out by write_tiff (classic TIFF and
+    BigTIFF) read back in GDAL as the numpy pixels they came from, at every level."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from pipeline.writers import tiff
+    from pipeline.writers.tiles import COMPRESSION_CODES, encode_chunk
+
+    rng = np.random.default_rng(3)
+    b = 64
+    full = rng.integers(0, 6, (150, 203, 3), dtype=np.uint8)
+    pyramid = [full, full[1::2, 1::2][:75, :101]]
+    rows = [encode_chunk(px, b, compression, 3 if compression == "zstd" else 6 if compression == "deflate" else None)
+            for px in pyramid]
+    layouts = [tiff.LevelLayout(px.shape[1], px.shape[0], np.array([[len(t) for t in r] for r in tiles], np.int64))
+               for px, tiles in zip(pyramid, rows)]
+    template = tiff.template_tags(bands=3, palette=None, crs=CRS.from_epsg(3857),
+                                  transform=Affine(10, 0, 1000, 0, -10, 5000))
+    path = tmp_path / "t.tif"
+    with open(path, "wb") as f:
+        tiff.write_tiff(f, layouts, template, b, COMPRESSION_CODES[compression], lambda i: iter(rows[i]),
+                        bigtiff=bigtiff, bands=3)
+    valid, errors, warnings = cog_validate(path, strict=True, quiet=True)
+    assert valid, (errors, warnings)
+    with rasterio.open(path) as src:
+        assert src.crs == CRS.from_epsg(3857) and src.transform == Affine(10, 0, 1000, 0, -10, 5000)
+        assert np.array_equal(src.read(), np.moveaxis(full, 2, 0))
+        assert src.get_tag_item("GDAL_STRUCTURAL_METADATA", "TIFF").count("LAYOUT=IFDS_BEFORE_DATA") == 1
+    with rasterio.open(path, overview_level=0) as ov:
+        assert np.array_equal(ov.read(), np.moveaxis(pyramid[1], 2, 0))
+    assert (path.read_bytes()[2:4] == b"+\0") == bigtiff
