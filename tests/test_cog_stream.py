@@ -141,7 +141,7 @@ class WriteOnly:
 def test_stream_to_write_only_object(tmp_path):
     """write_cog_stream needs nothing but ``write``: the bytes it streams are a valid COG equal to
     the file the local writer puts in place."""
-    from pipeline.jobs.run import open_input, prepare
+    from pipeline.jobs.run import prepare
     from pipeline.core import class_lut, fit
     from pipeline.palette import build_palette
     from pipeline.writers.cogstream import write_cog_stream

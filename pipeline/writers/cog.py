@@ -55,7 +55,7 @@ from ..errors import OutputError
 from ..jobs.atomic import atomic_output, cause, output_errors, partial_path, remove
 from ..jobs.config import Output
 from .._engine.scratch import scratch
-from .cogstream import write_cog_stream
+from .cogstream import distributed_client, write_cog_stream
 from .tiles import gdal_overview_factors, overview_factors
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
@@ -301,18 +301,6 @@ def vrt_with_overviews(levels: list[Level], path: Path) -> Path:
 
 
 # --------------------------------------------------------------------- the writer
-def distributed_client():
-    """The active dask.distributed Client, or None (without importing distributed)."""
-    if "distributed" not in sys.modules:
-        return None
-    from distributed import get_client
-
-    try:
-        return get_client()
-    except ValueError:
-        return None
-
-
 class GdalFailures(logging.Handler):
     """Collects the failures GDAL signals in this thread while it runs (rasterio logs each
     CE_Failure as "GDAL signalled an error" at INFO and lets the call return)."""

@@ -175,15 +175,13 @@ def _ifd_bytes(tags: list[Tag], big: bool, at: int, next_ifd: int) -> bytes:
 
 
 def choose_bigtiff(levels: list[LevelLayout], bands: int, tile: int) -> bool:
-    """BigTIFF when the file could pass 4 GiB: GDAL's ``BIGTIFF=IF_SAFER`` rule (the
-    uncompressed size of every level above 4 GiB minus a margin), or when these tiles need it."""
-    uncompressed = sum(math_ceil(lv.height, tile) * math_ceil(lv.width, tile) * tile * tile * bands for lv in levels)
+    """BigTIFF when the file could pass 4 GiB: when the uncompressed tiles of every level pass
+    4.2 GB (the bound GDAL's ``BIGTIFF=IF_NEEDED`` uses for uncompressed files, so the
+    choice does not depend on how well the tiles compress), or when the compressed tiles
+    themselves come within 64 MiB of 4 GiB."""
+    uncompressed = sum(-(-lv.height // tile) * -(-lv.width // tile) * tile * tile * bands for lv in levels)
     stored = sum(int(lv.sizes.sum()) + 8 * lv.sizes.size for lv in levels)
     return uncompressed > 4_200_000_000 or stored + 64 * 1024 * 1024 > 0xFFFFFFFF
-
-
-def math_ceil(n: int, d: int) -> int:
-    return -(-n // d)
 
 
 def layout(levels: list[LevelLayout], template: dict[int, Tag], blocksize: int, compression: int,

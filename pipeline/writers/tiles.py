@@ -86,13 +86,10 @@ def nearest_level(level0: da.Array, factor: int) -> da.Array:
     """
     out = level0
     for axis, n in enumerate(level0.shape[:2]):
-        m = max(1, n // factor)
+        m = max(1, n // factor)  # (f//2) + (m-1)*f < n: every index is in range
         first = min(factor // 2, n - 1)
         index = [slice(None)] * level0.ndim
-        if m == 1 or first + (m - 1) * factor < n:
-            index[axis] = slice(first, first + (m - 1) * factor + 1, factor)
-        else:  # pragma: no cover - n // factor >= 1 keeps every index in range
-            index[axis] = np.minimum(np.arange(m) * factor + factor // 2, n - 1)
+        index[axis] = slice(first, first + (m - 1) * factor + 1, factor)
         out = out[tuple(index)]
     return out
 
