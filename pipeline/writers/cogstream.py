@@ -33,6 +33,7 @@ from .. import kernels
 from ..errors import OutputError
 from ..jobs.atomic import cause, final_name
 from ..jobs.config import Output
+from ..jobs.progress import follow_futures
 from . import tiff
 from .tiles import (COMPRESSION_CODES, encoded_levels, gdal_overview_factors, lookup, overview_factors,
                     pyramid)
@@ -220,6 +221,7 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
         else:
             flat = [d for g in grids for d in g.reshape(-1)]
             futs = client.compute(flat + ([counts_lazy] if count else []))
+            follow_futures(futs)  # progress bar and worker watch, as for any compute
             counts = futs.pop().result() if count else None
             sizes_flat = client.gather(client.map(_sizes, futs, pure=False))
             handles, k = [], 0
