@@ -493,18 +493,24 @@ def write_cog_streamed(classes: da.Array, scene, palette: np.ndarray, out: Outpu
         The file could not be written or does not read back; nothing was replaced.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(final, ".tif") as tmp:
-        with output_errors(final):
-            spool = partial_path(final, ".tiles", make="dir") if distributed_client() is None else None
-        try:
-            with open(tmp, "wb") as f:
-                counts = write_cog_stream(classes, scene, palette, out, _Destination(f, final), bands, count,
-                                          staged, lut, spool=spool)
-        finally:
-            if spool is not None:
-                remove(spool)
-        with gdal_writing(final, "checking the written COG"):
-            verify_written(tmp, scene.shape, bands or 1, out)
+
+    @contextmanager
+    def destination() -> Iterator[_Destination]:
+        with atomic_output(final, ".tif") as tmp:
+            with output_errors(final), open(tmp, "wb") as f:
+                yield _Destination(f, final)
+            with gdal_writing(final, "checking the written COG"):
+                verify_written(tmp, scene.shape, bands or 1, out)
+
+    spool = None
+    try:
+        if distributed_client() is None:
+            with output_errors(final):
+                spool = partial_path(final, ".tiles", make="dir")
+        counts = write_cog_stream(classes, scene, palette, out, destination, bands, count, staged, lut, spool=spool)
+    finally:
+        if spool is not None:
+            remove(spool)
     log.info("wrote %s", final)
     return counts
 

@@ -162,8 +162,9 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
         RGBA colour of every class id (0: nodata).
     out : Output
         Blocksize, compression and level, overviews and their resampling.
-    fileobj : binary file object
-        Receives the file with ``write`` calls only (no seek, no read).
+    fileobj : binary file object, or callable
+        Receives the file with ``write`` calls only (no seek, no read); or a function returning
+        a context manager that yields one, entered only once every tile is compressed.
     bands : {0, 3, 4}
         0: paletted class ids with the colour table; 3: RGB; 4: RGBA.
     count : bool
@@ -253,8 +254,14 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
 
         log.info("writing the COG (%d overview levels, %d tiles)", len(factors),
                  sum(lv.sizes.size for lv in layouts))
-        tiff.write_tiff(fileobj, layouts, template, b, COMPRESSION_CODES[out.compression], rows,
-                        bands=bands or 1)
+        def write(dest) -> None:
+            tiff.write_tiff(dest, layouts, template, b, COMPRESSION_CODES[out.compression], rows, bands=bands or 1)
+
+        if hasattr(fileobj, "write"):
+            write(fileobj)
+        else:  # opened only now that every tile is ready (nothing half-written while the pass runs)
+            with fileobj() as dest:
+                write(dest)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
