@@ -180,10 +180,11 @@ class Cluster:
 
 @contextmanager
 def dask_cluster(folder: Path, n_workers: int = 2, nanny: bool = False, timeout: float = 90,
-                 worker_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
+                 worker_args: tuple[str, ...] = (), worker_prefix: tuple[str, ...] = ()) -> Iterator[Cluster]:
     """A real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1; all are
     killed (by pid) on exit. Each worker listens on a known port so a test can kill a given one;
-    ``worker_args`` are added to every ``dask worker`` command (e.g. ``--memory-limit``)."""
+    ``worker_args`` are added to every ``dask worker`` command (e.g. ``--memory-limit``);
+    ``worker_prefix`` goes before it (e.g. ``unshare -m ...``: see :func:`own_mount_namespace`)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://{LOCALHOST}:{port}"
@@ -211,7 +212,7 @@ def dask_cluster(folder: Path, n_workers: int = 2, nanny: bool = False, timeout:
                 cmd += ["--nanny", "--nanny-port", str(free_port())]
             else:
                 cmd += ["--no-nanny"]
-            cluster.workers[f"tcp://{LOCALHOST}:{wport}"] = spawn(cmd, f"worker{i}")
+            cluster.workers[f"tcp://{LOCALHOST}:{wport}"] = spawn([*worker_prefix, *cmd], f"worker{i}")
         from distributed import Client
 
         deadline = time.monotonic() + timeout
@@ -234,6 +235,23 @@ def dask_cluster(folder: Path, n_workers: int = 2, nanny: bool = False, timeout:
     finally:
         for p in reversed(procs):  # workers first, then the scheduler
             kill(p)
+
+
+def own_mount_namespace(hidden: Path) -> tuple[str, ...]:
+    """A command prefix that runs a command in its own mount namespace with an empty tmpfs over
+    ``hidden``: the command cannot see what the client has there (as on a cluster without a
+    shared filesystem). Needs root; see :func:`can_hide`."""
+    return ("unshare", "-m", "sh", "-c", f'mount -t tmpfs sceneclass-hidden "{hidden}" && exec "$@"', "sh")
+
+
+def can_hide(folder: Path) -> bool:
+    """True when :func:`own_mount_namespace` works here (root, unshare and mount permitted)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run([*own_mount_namespace(folder), "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 # ---------------------------------------------------------------- HTTP with Range

@@ -15,6 +15,7 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import dask
 from dask.callbacks import Callback
 
 _phase: contextvars.ContextVar[str] = contextvars.ContextVar("sceneclass_phase", default="compute")
@@ -99,8 +100,7 @@ def distributed_get(client, watch: Callable[[int], None] | None = None, interval
     """
     from distributed import futures_of, wait
 
-    def get(dsk, keys, **kwargs):
-        futures = client.get(dsk, keys, sync=False, **kwargs)
+    def follow(futures) -> None:
         flat = futures_of(futures)
         tracker = _Tracker(client, flat, current_phase(), _bar_files[-1] if _bar_files else None)
         try:
@@ -112,14 +112,38 @@ def distributed_get(client, watch: Callable[[int], None] | None = None, interval
                     if watch is not None:
                         watch(tracker.done)
             tracker.finish()
-            return client.gather(futures)
         except BaseException:
             client.cancel(flat)
             raise
         finally:
             tracker.close()
 
+    def get(dsk, keys, **kwargs):
+        futures = client.get(dsk, keys, sync=False, **kwargs)
+        follow(futures)
+        return client.gather(futures)
+
+    get.follow = follow  # for results that stay on the workers (see follow_futures)
     return get
+
+
+def follow_futures(futures) -> None:
+    """Wait for ``futures`` (already submitted to the distributed client) as a compute would:
+    with the progress bar and the worker watch of the active :func:`distributed_get`, if any;
+    the results stay on the workers.
+
+    Raises
+    ------
+    Exception
+        What a task raised, or the watch (its futures are then cancelled).
+    """
+    follow = getattr(dask.config.get("scheduler", None), "follow", None)
+    if follow is not None:
+        follow(futures)
+        return
+    from distributed import wait
+
+    wait(futures)
 
 
 class _Tracker:

@@ -21,6 +21,7 @@ from ..core import Fit, class_counts, class_lut, classify, colorize, counts_from
 from .config import RunConfig
 from ..errors import ConfigError, InputError, OutputError
 from .checksum import identity
+from .probe import not_shared, probe
 from ..scene import Scene, is_url, raster_errors
 from ..stats import Passes
 from ..palette import build_palette, check_palette, check_table_alpha
@@ -153,6 +154,55 @@ def write(cfg: RunConfig, scene: Scene, fitted: Fit, palette: np.ndarray, final:
         attrs = lambda res: {"sceneclass_legend": legend_of(res.get("counts", known))}  # noqa: E731
         counts = write_zarr(classes, colours, scene, final, extra, attrs, staged=staged).get("counts")
     return (known if known is not None else counts)[: fitted.n_classes + 1]
+
+
+def workers_see(cfg: RunConfig, final: Path) -> bool:
+    """On a distributed scheduler, check before any pixel is read that every worker sees the
+    run's local files as the client does (:mod:`pipeline.jobs.probe`): the input (and mask
+    raster), and the output folder when the workers write there (Zarr). Returns whether they
+    see the output folder (where the decoded-chunk store would go); always True without a
+    distributed client.
+
+    Raises
+    ------
+    InputError
+        An input the workers do not see (exit 1).
+    OutputError
+        A Zarr output whose folder the workers do not see (exit 4); nothing is written.
+    """
+    from ..writers.cogstream import distributed_client
+
+    client = distributed_client()
+    if client is None:
+        return True
+    masks = [cfg.mask] + [b.mask for b in (cfg.bands or {}).values()]
+    inputs = [p for p in (*cfg.sources, *(m.path for m in masks if m is not None)) if not is_url(p)]
+    if storage.remote_of(final) is not None:  # the client uploads every file; workers write to the bucket
+        if inputs:
+            for path, workers in probe(client, inputs, []).inputs.items():
+                raise InputError(not_shared(path, workers))
+        return False
+    folder = final.parent
+    made = not folder.exists()
+    if made:
+        with output_errors(final):
+            folder.mkdir(parents=True)
+    try:
+        seen = probe(client, inputs, [folder])
+        for path, workers in seen.inputs.items():
+            raise InputError(not_shared(path, workers))
+        if not seen.sees(folder) and cfg.output.resolved_format == "zarr":
+            raise OutputError(not_shared(folder, seen.folders[str(folder)]))
+    except BaseException:
+        if made:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+    if not seen.sees(folder):
+        log.info("the dask workers do not see %s: the client writes the COG from their compressed tiles", folder)
+    return seen.sees(folder)
 
 
 def input_changed(path: str) -> InputError:
@@ -304,6 +354,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
         log.debug("uint16 histogram and look-up: %s", "compiled" if kernels.compiled() else "numpy")
         keep = None
         local = cfg.dask.scheduler in (*LOCAL_SCHEDULERS, "local")
+        visible = workers_see(cfg, final)
         if scene.mask is None:
             place = keep_place(scene, final.parent, cfg.processing.reuse_decoded, cfg.processing.keep_decoded_in,
                                local)
@@ -311,6 +362,11 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
                     and storage.remote_of(final) is not None):  # its folder is the client's temporary one
                 log.info("not keeping decoded chunks: the output goes to object storage and the cluster's workers "
                          "need not see this machine's temporary folder (the write pass decodes the input again)")
+                place = None
+            elif place == "disk" and not visible:
+                log.info("not keeping decoded chunks: the dask workers cannot see %s (the write pass reads "
+                         "the input again)", final.parent)
+                place = None
                 place = None
         else:
             place = None

@@ -1,8 +1,10 @@
 """The dask scheduler a run uses: local threads/processes, a LocalCluster, or an existing cluster.
 
 Both passes (statistics and write) run on the chosen scheduler. Workers read the input
-themselves (shared path or URL) and write their own tiles/chunks; only the histogram and the
-class counts travel back to the client.
+themselves (shared path or URL); for a COG they send back compressed tiles that the client
+writes into the file, for a Zarr they write their own chunks. Otherwise only the histogram and
+the class counts travel back to the client. Before any pixel is read, the run checks that the
+workers see its local paths (:mod:`pipeline.jobs.probe`).
 """
 
 from __future__ import annotations
