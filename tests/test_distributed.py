@@ -199,10 +199,10 @@ def test_worker_killed_mid_write(tmp_path, fragile_cluster):
     proc = start_sceneclass("run", cfg, "--scheduler", cluster.address, "-v", cwd=tmp_path, log=log)
     killed = None
     try:
-        # the write pass has begun when the staging file appears beside the output
-        staging = wait_for(lambda: [p for p in partials(out_dir) if p.name.endswith(".staging1.tif")],
-                           timeout=90, proc=proc)
-        assert staging, "the run ended before its write pass was seen:\n" + log.read_text()
+        # the write pass begins once the statistics pass has logged the edges (the workers then
+        # classify and compress their tiles; nothing is written beside the output on a cluster)
+        edges = wait_for(lambda: "edges:" in log.read_text(), timeout=90, proc=proc)
+        assert edges, "the run ended before its write pass was seen:\n" + log.read_text()
         with cluster.client() as client:
             busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys], timeout=10,
                             interval=0.01)

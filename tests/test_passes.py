@@ -53,8 +53,8 @@ def window_reads(monkeypatch):
     lock = threading.Lock()
     orig = pipeline.scene.read_window
 
-    def counting(path, band, block_info=None, out=None):
-        out = orig(path, band, block_info=block_info, out=out)
+    def counting(path, band, block_info=None, out=None, **kwargs):
+        out = orig(path, band, block_info=block_info, out=out, **kwargs)
         window = tuple(tuple(r) for r in block_info[None]["array-location"])
         with lock:
             seen[window] += 1

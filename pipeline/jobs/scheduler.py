@@ -129,6 +129,9 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None, need_of=None) -> Iterator
             cluster = LocalCluster(
                 n_workers=cfg.workers or 2, threads_per_worker=cfg.threads_per_worker,
                 memory_limit=cfg.memory_limit, processes=True, dashboard_address=cfg.dashboard_address,
+                # the worker processes share our stderr: their shutdown races (a heartbeat to a
+                # scheduler already closed) print tracebacks; task errors reach us as exceptions
+                silence_logs=logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
             )
         with cluster, Client(cluster) as client:
             log.info("dask LocalCluster with %d workers; dashboard: %s", len(cluster.workers), dashboard(client))

@@ -205,6 +205,8 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
     grids = encoded_levels(levels, b, out.compression, level)
     counts_lazy = (values.map_blocks(_counts_block, new_axis=2, chunks=(1, 1, 256), dtype=np.int64)
                    .sum(axis=(0, 1), dtype=np.int64)) if count else None
+    if counts_lazy is not None:  # a Delayed in the tiles' graph: an Array would be optimised apart, reading twice
+        counts_lazy = counts_lazy.to_delayed(optimize_graph=False).item()
     client = distributed_client()
     tmp = None
     try:

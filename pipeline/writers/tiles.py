@@ -338,7 +338,7 @@ def encoded_levels(levels: list[da.Array], blocksize: int, compression: str, lev
     """
     out = []
     for lv in levels:
-        grid = lv.to_delayed()
+        grid = lv.to_delayed(optimize_graph=False)  # one graph: a level and the next share their chunks
         if grid.ndim == 3:
             grid = grid[:, :, 0]
         enc = np.empty(grid.shape, dtype=object)
