@@ -172,6 +172,13 @@ def bytes_summary(run: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- report
+def worker_peaks(runs: list[dict]) -> list[float]:
+    """Per worker, largest first, the highest peak RSS over ``runs`` (MiB)."""
+    per_run = [sorted((w["peak_mib"] for w in x["workers"]), reverse=True) for x in runs]
+    n = min(len(p) for p in per_run)
+    return [max(p[i] for p in per_run) for i in range(n)]
+
+
 def fmt_mib(n: float | None) -> str:
     return "-" if n is None else f"{n:.0f} MiB"
 
@@ -211,8 +218,9 @@ def markdown(res: dict) -> str:
                   + ", ".join(f"`{n}` {fmt_bytes(v)}" for n, v in list(b["to_client_by_name"].items())[:6]), ""]
     m = res.get("memory_check")
     if m:
-        lines += [f"Memory check: scene {res['memory_size']}, COG, 2-worker LocalCluster, "
-                  f"`dask.memory_limit={res['memory_limit']}` {' '.join(m['extra'][len(LOCAL):]) or '(defaults)'}:",
+        settings = " ".join(kv for kv in m["extra"][len(LOCAL):] if kv != "--set")
+        lines += [f"Memory check: scene {res['memory_size']}, COG, 2-worker LocalCluster with `{settings}` "
+                  "(other settings: defaults):",
                   "", "| exit | wall | peak RSS per worker | GDAL cache peak per worker | error |", "|---|---|---|---|---|",
                   f"| {m['exit']} | {m['wall_s']:.1f} s | {' / '.join(fmt_mib(w['peak_mib']) for w in m['workers']) or '-'} | "
                   f"{' / '.join(fmt_mib(w['gdal_cache_peak_mib']) for w in m['workers']) or '-'} | "
@@ -258,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "scene": str(scene), "threads_wall_s": tw, "local_wall_s": lw, "wall_ratio": round(lw / tw, 3),
             "threads_client_peak_mib": max(x["client_peak_mib"] for x in th),
             "local_client_peak_mib": max(x["client_peak_mib"] for x in lo),
-            "local_worker_peaks_mib": sorted((max(w["peak_mib"] for x in lo for w in x["workers"][i:i + 1])
-                                              for i in range(min(len(x["workers"]) for x in lo))), reverse=True),
+            "local_worker_peaks_mib": worker_peaks(lo),
             "longest_task": (f"`{lt['name']}` {lt['compute_s']:.2f} s ({100 * lt['share_of_wall']:.1f}%)"
                              if lt else "-"),
             "threads_exits": [x["exit"] for x in th], "local_exits": [x["exit"] for x in lo]}
