@@ -129,17 +129,17 @@ def _setup_worker(worker) -> None:
 def _worker_report(worker) -> dict:
     out = {"to_client": {"transfers": 0, "nbytes": 0, "wire": 0},
            "to_workers": {"transfers": 0, "nbytes": 0, "wire": 0}}
-    by_name: dict[str, int] = {}
+    by_name: dict[str, dict[str, int]] = {"to_client": {}, "to_workers": {}}
     for entry in worker.transfer_outgoing_log:
-        side = out["to_client" if entry.get("who") is None else "to_workers"]
+        where = "to_client" if entry.get("who") is None else "to_workers"
+        side = out[where]
         side["transfers"] += 1
         side["nbytes"] += int(entry.get("total") or 0)
         side["wire"] += int(entry.get("compressed") or 0)
-        if entry.get("who") is None:
-            for k, n in (entry.get("keys") or {}).items():
-                by_name[_name(k)] = by_name.get(_name(k), 0) + int(n or 0)
+        for k, n in (entry.get("keys") or {}).items():
+            by_name[where][_name(k)] = by_name[where].get(_name(k), 0) + int(n or 0)
     return {"pid": os.getpid(), "address": worker.address, "name": str(worker.name), **out,
-            "to_client_by_name": by_name,
+            "to_client_by_name": by_name["to_client"], "to_workers_by_name": by_name["to_workers"],
             "outgoing_total": int(worker.transfer_outgoing_bytes_total),
             "incoming_total": int(getattr(worker.state, "transfer_incoming_bytes_total", 0)),
             "log_entries": len(worker.transfer_outgoing_log),

@@ -127,8 +127,8 @@ def run_one(mode: str, scene: Path, work: Path, extra: tuple[str, ...] = (), kee
     workers = {int(json.loads(p.read_text())["pid"]): json.loads(p.read_text()) for p in probe.glob("worker-*.json")}
     res["workers"] = [{"pid": pid, "peak_mib": round(peaks.get(pid, 0) / MiB, 1),
                        "gdal_cache_peak_mib": round(w.get("gdal_cache_peak", 0) / MiB, 1),
-                       **{k: w[k] for k in ("to_client", "to_workers", "to_client_by_name", "incoming_total",
-                                            "log_entries")}}
+                       **{k: w.get(k) for k in ("to_client", "to_workers", "to_client_by_name", "to_workers_by_name",
+                                                "incoming_total", "log_entries")}}
                       for pid, w in sorted(workers.items())]
     res["other_children"] = [{"pid": pid, "peak_mib": round(peak / MiB, 1), "cmd": cmdlines.get(pid, "")}
                              for pid, peak in peaks.items() if pid != proc.pid and pid not in workers]
@@ -159,12 +159,13 @@ def bytes_summary(run: dict) -> dict:
     """Worker <-> client and worker <-> worker traffic of a cluster run (see the module docstring)."""
     to_client = {k: sum(w["to_client"][k] for w in run["workers"]) for k in ("transfers", "nbytes", "wire")}
     to_workers = {k: sum(w["to_workers"][k] for w in run["workers"]) for k in ("transfers", "nbytes", "wire")}
-    by_name: dict[str, int] = {}
+    by_name: dict[str, dict[str, int]] = {"to_client_by_name": {}, "to_workers_by_name": {}}
     for w in run["workers"]:
-        for n, b in w["to_client_by_name"].items():
-            by_name[n] = by_name.get(n, 0) + b
+        for side, names in by_name.items():
+            for n, b in w.get(side, {}).items():
+                names[n] = names.get(n, 0) + b
     out = {"to_client": to_client, "to_workers": to_workers, "client_to_workers_graph_bytes": run.get("graph_bytes"),
-           "to_client_by_name": dict(sorted(by_name.items(), key=lambda kv: -kv[1])),
+           **{side: dict(sorted(names.items(), key=lambda kv: -kv[1])) for side, names in by_name.items()},
            "output_bytes": run["output_bytes"]}
     if run["output_bytes"]:
         out["to_client_over_output"] = round(to_client["wire"] / run["output_bytes"], 3)
@@ -215,7 +216,10 @@ def markdown(res: dict) -> str:
                   f"| client -> scheduler/workers (graphs) | - | - | {fmt_bytes(b['client_to_workers_graph_bytes'])} |",
                   "", f"Output COG: {fmt_bytes(b['output_bytes'])}; workers -> client / COG size: "
                   f"{b.get('to_client_over_output', '-')}. Fetched by the client, by task name: "
-                  + ", ".join(f"`{n}` {fmt_bytes(v)}" for n, v in list(b["to_client_by_name"].items())[:6]), ""]
+                  + ", ".join(f"`{n}` {fmt_bytes(v)}" for n, v in list(b["to_client_by_name"].items())[:6])
+                  + ". Between workers: "
+                  + (", ".join(f"`{n}` {fmt_bytes(v)}" for n, v in list(b["to_workers_by_name"].items())[:6]) or "none"),
+                  ""]
     m = res.get("memory_check")
     if m:
         settings = " ".join(kv for kv in m["extra"][len(LOCAL):] if kv != "--set")
