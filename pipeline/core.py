@@ -48,7 +48,7 @@ class Fit:
 
 
 def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None, *, edges: np.ndarray | None = None,
-        scheme: str | None = None) -> Fit:
+        scheme: str | None = None, stats: Stats | None = None) -> Fit:
     """Statistics (one pass, one ``dask.compute``) and class edges for ``scene`` under the
     configured scheme. With ``keep``, the same pass stores the decoded chunks, and any later
     pass (extra statistics, the write) reads them instead of decoding the input again.
@@ -66,6 +66,9 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None, *, edges: 
         pass still runs (counts, min, max, the exact histogram) but the scheme does not fit.
     scheme : str, optional
         The scheme name recorded with given ``edges`` (default: the config's).
+    stats : Stats, optional
+        With ``edges``: the scene's statistics, already computed with its exact histogram (a
+        batch's shared statistics pass); no pass is run.
 
     Returns
     -------
@@ -74,6 +77,13 @@ def fit(scene: Scene, classes_cfg, keep: DecodedChunks | None = None, *, edges: 
     """
     if keep is not None and scene.mask is not None:
         raise ValueError("fit: the decoded-chunk store does not carry masks; fit a masked scene without keep")
+    if stats is not None:
+        if edges is None or stats.hist is None or keep is not None:
+            raise ValueError("fit: precomputed stats need given edges, an exact histogram and no keep")
+        raw, counts = stats.hist_raw_values()
+        outside = kernels.outside_counts(stats.rule.physical(raw), edges, counts)
+        clip = getattr(classes_cfg, "outside", "nodata") == "clip"
+        return Fit(scheme or classes_cfg.scheme, edges, stats, Passes(stats, scene), clip=clip, outside=outside)
     known = edges if edges is not None else (
         np.asarray(classes_cfg.breaks, dtype=np.float64) if classes_cfg.scheme == "manual" else None)
     graph = stats_graph(scene, edges is None and needs_distribution(classes_cfg))

@@ -347,3 +347,43 @@ def test_clip_kernels_compiled_and_numpy_agree():
         np.testing.assert_array_equal(kernels.classify_values(values, edges, clip=clip), want)
     if not kernels.compiled():
         pytest.skip("the compiled kernels are not built here: the numpy path was checked")
+
+
+def test_together_batch_reads_each_uint16_scene_once_for_statistics(tmp_path):
+    """A whole uint16 batch with fit: together: the shared statistics pass is each scene's only
+    statistics read (its exact histogram is kept per scene), and the write reads it once more;
+    a scene whose file changed after the shared pass makes its own pass instead (not tested
+    here: the run's identity check covers a change during the run)."""
+    from dask.callbacks import Callback
+
+    from pipeline.jobs.batch import plan, run_batch
+    from pipeline.jobs.config import load_config
+    from pipeline.jobs.shared import open_all
+
+    arrays = make_scenes(tmp_path / "in")
+    cfg = load_config(write_config(tmp_path / "b.yaml", [str(tmp_path / "in" / "*.tif")], tmp_path / "out",
+                                   {"scheme": "quantile", "count": 10, "fit": "together"},
+                                   processing={"chunk": 96, "reuse_decoded": "never"}))
+    reads: list[str] = []
+    computes: list[int] = []
+
+    class Count(Callback):
+        def _start(self, dsk):
+            computes.append(1)
+
+        def _pretask(self, key, dsk, state):
+            reads.extend(read_layers(key, dsk))
+
+    with Count():
+        result = run_batch(cfg)
+    assert not result.failed
+    assert len(computes) == 1 + len(arrays), computes  # one shared statistics pass, one write per scene
+    chunks = {s.array.name: s.array.npartitions for s in open_all([j.config for j in plan(cfg)])}
+    # every chunk of every scene read exactly twice: the shared statistics pass, then its write
+    assert {n: reads.count(n) for n in set(reads)} == {n: 2 * c for n, c in chunks.items()}
+    shared_edges = legend_edges(read_legend(tmp_path / "out" / "a_classes.tif"))
+    every = np.concatenate([valid_of(a) for a in arrays.values()])
+    np.testing.assert_array_equal(shared_edges, np.quantile(every, np.linspace(0, 1, 11)))
+    for name, a in arrays.items():
+        out = tmp_path / "out" / f"{Path(name).stem}_classes.tif"
+        np.testing.assert_array_equal(read_classes(out), reference_classes(a, shared_edges))

@@ -367,12 +367,14 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
                 log.info("not keeping decoded chunks: the dask workers cannot see %s (the write pass reads "
                          "the input again)", final.parent)
                 place = None
-                place = None
         else:
             place = None
             if cfg.processing.reuse_decoded != "never":
                 log.info("not keeping decoded chunks: the decoded-chunk store does not carry masks "
                          "(the write pass decodes the input again)")
+        known = shared.scene_stats(cfg.input) if shared is not None else None
+        if known is not None:  # the batch's statistics pass read this scene already: no second pass
+            place = None
         if place is not None:
             keep = DecodedChunks(scene, partial_path(final, ".decoded", make=None), memory=place == "memory")
             log.info("keeping decoded chunks for the write pass (%d MiB in %s)", keep.nbytes >> 20,
@@ -383,7 +385,7 @@ def _passes_and_files(cfg: RunConfig, final: Path, scene: Scene, before,
                     if shared is None:
                         fitted = fit(scene, cfg.classes, keep)
                     else:
-                        fitted = fit(scene, cfg.classes, keep, edges=shared.edges, scheme=shared.scheme)
+                        fitted = fit(scene, cfg.classes, keep, edges=shared.edges, scheme=shared.scheme, stats=known)
                 log.info("%s edges%s: %s", fitted.scheme, "" if shared is None else f" ({shared.how})",
                          np.array2string(fitted.edges, precision=6, max_line_width=1 << 20))
                 validity_warnings(scene, fitted.stats, cfg)

@@ -28,6 +28,7 @@ from ..schemes import class_edges
 from ..stats import Passes, Stats, from_key, stats_from_results, stats_graph
 from ..urls import redact
 from .progress import phase
+from .checksum import identity
 from .inputs import open_input
 from .scheduler import environ, gdal_env, runtime
 
@@ -54,6 +55,19 @@ class SharedEdges:
     sha256: str | None = None
     units: str | None = field(default=None, compare=False)
     legend: dict | None = field(default=None, repr=False, compare=False)  # edges_from: the legend read
+    #: together, 8/16-bit: each input's statistics from the shared pass and the identity of its
+    #: file then (input -> (Stats, identity)); the run reuses them instead of a second pass
+    stats: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def scene_stats(self, path: str):
+        """The statistics of input ``path`` from the shared pass, or None (not kept, or the file
+        changed since: the run then makes its own pass; the run's own check fails a file that
+        changes while it runs)."""
+        got = self.stats.get(path)
+        if got is None:
+            return None
+        stats, ident = got
+        return stats if ident is not None and identity(path) == ident else None
 
     @property
     def n_classes(self) -> int:
@@ -273,12 +287,15 @@ def fit_together(cfgs: list) -> SharedEdges:
     with runtime(cfgs[0]), phase("statistics of all inputs"):
         if _hist_together(scenes):
             graphs = [stats_graph(s, False) for s in scenes]
+            idents = [identity(c.input) for c in cfgs]
             with raster_errors(", ".join(s.path for s in scenes)):
                 (results,) = dask.compute(graphs)
+            per_scene = {c.input: (stats_from_results(s, r), i) for c, s, r, i in zip(cfgs, scenes, results, idents)}
             stats = summed_stats(scenes, results)
             edges = class_edges(classes, stats, Passes(stats, combined_scene(scenes)))
             scheme = classes.scheme
         else:
+            per_scene = {}
             with raster_errors(", ".join(s.path for s in scenes)):
                 fitted = fit(combined_scene(scenes), classes)
             edges, scheme, stats = fitted.edges, fitted.scheme, fitted.stats
@@ -287,4 +304,4 @@ def fit_together(cfgs: list) -> SharedEdges:
     paths = tuple(c.input for c in cfgs)
     log.info("fit: together: %s edges from the %d valid pixels of all %d inputs: %s", scheme, stats.count,
                 len(paths), np.array2string(edges, precision=6, max_line_width=1 << 20))
-    return SharedEdges("together", scheme, edges, fitted_on=paths)
+    return SharedEdges("together", scheme, edges, fitted_on=paths, stats=per_scene)
