@@ -226,8 +226,8 @@ def mosaic_job(cfg: RunConfig) -> Job:
 
 def writes_index(cfg: RunConfig) -> bool:
     """Does the run write the batch index (``index.html`` in the output folder)? A batch
-    (``inputs:``) with ``outputs.report``."""
-    return cfg.inputs is not None and cfg.outputs.report
+    (``inputs:``, not a mosaic: that is one output with its own report) with ``outputs.report``."""
+    return cfg.inputs is not None and not cfg.output.mosaic and cfg.outputs.report
 
 
 def run_folder(cfg: RunConfig, jobs: list[Job]) -> Path:

@@ -580,6 +580,15 @@ class RunConfig(_Model):
             raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
+    def _together_needs_a_batch(self) -> "RunConfig":
+        if self.classes.fit == "together" and (self.inputs is None or self.output.mosaic):
+            what = ("a mosaic (output.mosaic) is one output" if self.output.mosaic else
+                    "band math (bands) is one output" if self.bands is not None else "input is one scene")
+            raise ValueError(f"classes.fit: together shares one set of edges between the outputs of a batch "
+                             f"(inputs:); {what} with one set of edges already (remove classes.fit)")
+        return self
+
+    @model_validator(mode="after")
     def _mosaic_inputs(self) -> "RunConfig":
         if not self.output.mosaic:
             return self

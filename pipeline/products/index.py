@@ -143,7 +143,7 @@ def scene_row(job) -> SceneRow:
         finished scene's output; a thumbnail that cannot be read is a note on the row (and a
         warning), not a failure of the batch.
     """
-    row = SceneRow(input=redact(str(job.config.input)), output=Path(job.output),
+    row = SceneRow(input=redact(job.config.label), output=Path(job.output),
                    status=STATUS_TEXT.get(job.status, job.status), error=job.error)
     paths, o = extra_paths(job.output), job.config.outputs
     candidates = {"report": paths["report"]}  # only files this config makes: no stale file of an earlier one
