@@ -143,10 +143,9 @@ class FillWhen(logging.Handler):
 # (stage, config overrides, how the disk is filled: leave N bytes before the run, or when a
 #  logger says TEXT, leave N bytes)
 COG_STAGES = [
-    # the streamed writer needs only the compressed tiles' room: its spool, then the file
-    ("spool", {}, (0, None, None)),
-    ("write", {}, (20 << 10, "sceneclass.writers.cogstream", "writing the COG")),
-    ("write-full", {}, (0, "sceneclass.writers.cogstream", "writing the COG")),
+    ("staging", {}, (1 << 20, None, None)),
+    ("assembly", {}, (20 << 10, "sceneclass.writers.cog", "assembling the COG")),
+    ("assembly-full", {}, (0, "sceneclass.writers.cog", "assembling the COG")),
     ("legend", {}, (0, "sceneclass.writers.cog", "wrote ")),
     ("manifest", {"outputs": {"qml": True}}, (0, "sceneclass.products.extras", "wrote ")),
 ]
@@ -212,7 +211,7 @@ def test_disk_full_cli_process_and_recovery(tmpfs, tmp_path):
     cfg = write_config(tmp_path / "job.yaml", input=str(data_path(B2)), output={"path": str(final)})
     assert sceneclass("run", cfg, "-q").returncode == 0
     before = checksums(final.parent)
-    fill(tmpfs, 16 << 10)  # the streamed writer needs only the compressed tiles' room
+    fill(tmpfs, 2 << 20)
     proc = sceneclass("run", cfg, "--force", "-q")
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "No space left on device" in proc.stderr
@@ -375,9 +374,9 @@ def _moment(out_dir: Path, name: str):
     def at():
         ps = [p.name for p in partials(out_dir) if p.parent == out_dir]
         if name == "statistics":
-            return any(p.endswith(".decoded") for p in ps) and not any(p.endswith(".tiles") for p in ps)
-        if name == "write":  # the compressed tiles' spool folder
-            return any(p.endswith(".tiles") for p in ps) and not any(p.endswith("partial.tif") for p in ps)
+            return any(p.endswith(".decoded") for p in ps) and not any("staging" in p for p in ps)
+        if name == "write":
+            return any("staging" in p for p in ps) and not any(p.endswith("partial.tif") for p in ps)
         if name == "assembly":
             return any(p.endswith("partial.tif") for p in ps)
         if name == "zarr":

@@ -1,13 +1,11 @@
-"""Cloud-Optimized GeoTIFF writer: the output at a local path.
+"""Cloud-Optimized GeoTIFF writer: the output at a local path, two ways.
 
-**Streamed** (:func:`write_cog_streamed`, the writer of every run on every scheduler): the dask tasks classify, colour and compress their tiles and overview tiles; this
+**Streamed** (:func:`write_cog_streamed`, on a distributed scheduler): the dask tasks classify, colour and compress their tiles and overview tiles; this
 process gathers the tile sizes, then writes the file front to back from the compressed bytes
 (:mod:`pipeline.writers.cogstream`). The workers need no disk shared with the client.
 
-**GDAL-assembled** (:func:`write_cog_gdal`, the reference the tests check the streamed writer's
-overviews against; no run uses it. With ``mode`` overviews GDAL's C resampler makes it about
-twice as fast on one machine, but its files are not byte-identical to the streamed ones, and
-one writer means a COG is the same file whatever ran it):
+**GDAL-assembled** (:func:`write_cog_gdal`, on a local scheduler: its memory stays flat at any
+scene size, the streamed writer's does not yet; same pixels at every level, not the same bytes):
 
 1. **Staging, in parallel, lock-free.** An uncompressed tiled GeoTIFF with the output's tile
    size is created beside the output; GDAL pre-allocates every tile, so each tile has a fixed
@@ -457,13 +455,17 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
               count: bool = True, staged: Callable[[], None] | None = None,
               lut: np.ndarray | None = None) -> np.ndarray:
     """Write class ids (``bands=0``: paletted) or their colours (3: RGB, 4: RGBA) as a COG at
-    ``final`` with :func:`write_cog_streamed`, on every scheduler: one writer, so a COG is the
-    same file whatever ran it. (:func:`write_cog_gdal`, which has GDAL's COG driver assemble
-    staged tiles, is kept as the reference the tests compare the overviews with; with ``mode``
-    overviews it is about twice as fast on one machine, but its files are not byte-identical.)
+    ``final``: on a distributed scheduler with :func:`write_cog_streamed` (the workers need no
+    disk shared with this process), on a local one (threads, processes) with
+    :func:`write_cog_gdal`, whose memory stays flat whatever the scene's size (each task writes
+    its tiles and overview tiles to the staging file; the streamed writer's overview tasks hold
+    full-resolution chunks until their group is complete, so its memory grows with the scene).
+    Both give the same pixels at every level (the tests compare them), not the same bytes.
 
     Parameters and returns as for :func:`write_cog_streamed`.
     """
+    if distributed_client() is None:
+        return write_cog_gdal(classes, scene, palette, out, final, bands, count, staged, lut)
     return write_cog_streamed(classes, scene, palette, out, final, bands, count, staged, lut)
 
 
