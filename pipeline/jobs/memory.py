@@ -46,17 +46,12 @@ def task_need(chunk: int, itemsize: int, threads: int, gdal_cache_mb: int, input
     -------
     int
         Bytes: per running task a decoded chunk, its scratch copy, its class ids and an RGBA
-        look-up block, plus 1 MiB for histograms; plus the blocks in GDAL's cache and
-        :data:`RUNTIME_MARGIN`. Every read task opens and closes the input itself, and closing
-        drops the dataset's cached blocks, so the cache holds at most the blocks of the chunks
-        being read (and never more than ``gdal_cache_mb`` or the input). No task on a worker
-        reads a whole level through GDAL: the COG is assembled by the client from the tiles the
-        tasks compress.
+        look-up block, plus 1 MiB for histograms; plus the block cache and
+        :data:`RUNTIME_MARGIN`.
     """
     pixels = chunk * chunk
     per_task = pixels * (2 * itemsize + 1 + 4) + MiB
-    cached = min(gdal_cache_mb * MiB, input_bytes, threads * pixels * itemsize)
-    return threads * per_task + cached + RUNTIME_MARGIN
+    return threads * per_task + min(gdal_cache_mb * MiB, input_bytes) + RUNTIME_MARGIN
 
 
 def _worker_memory(dask_worker) -> dict:
