@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     return_large_blocks()  # resident memory follows the chunks in flight (see pipeline._engine.allocator)
 
     try:
-        with stop_on_signals():  # SIGINT and SIGTERM stop the run through its cleanup (exit 130 / 143)
+        with stop_on_signals(exiting=True):  # SIGINT and SIGTERM stop the run through its cleanup (exit 130 / 143)
             return _main(args)
     except Interrupted as e:  # arrived after the run's own handling
         return _interrupted(args, e.signum, e.exit_code)

@@ -50,9 +50,11 @@ def received() -> int | None:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals(*, exiting: bool = False) -> Iterator[None]:
     """Inside, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (the previous
-    handlers come back on exit). Does nothing outside the main thread."""
+    handlers come back on exit). Does nothing outside the main thread. ``exiting``: the process
+    ends after the block (the command): once a signal was received, both stay ignored instead,
+    so a second signal cannot interrupt the error line or the interpreter's shutdown."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -61,8 +63,9 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        stopping = exiting and _state["received"] is not None
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if stopping else handler)
 
 
 @contextmanager
