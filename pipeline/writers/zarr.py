@@ -82,27 +82,40 @@ def write_zarr(
     ``staged()`` is called once every chunk is written, before the store replaces anything
     at ``final``; if it raises, the store is removed and nothing is replaced.
     """
-    import zarr
-
     ds = _dataset(classes, colours, scene)
     url = storage.remote_of(final)
     if url is not None:
         return _write_remote(ds, url, final, extra, attrs_fn, staged)
     with atomic_output(final, make="dir") as tmp:
-        with warnings.catch_warnings():  # consolidated metadata: what xarray.open_zarr looks for first
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3)
-        (results,) = dask.compute((delayed, extra or {}))
-        results = results[1]
-        if staged is not None:
-            staged()
-        if attrs_fn is not None:
-            attrs = json.loads(json.dumps(attrs_fn(results)))
-            zarr.open_group(tmp, mode="r+").attrs.update(attrs)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                zarr.consolidate_metadata(tmp)
+        results = _write_store(ds, tmp, extra, attrs_fn, staged)
     log.info("wrote %s", final)
+    return results
+
+
+def _write_store(ds, target, extra: dict | None, attrs_fn, staged, storage_options: dict | None = None,
+                 **to_zarr) -> dict:
+    """Write ``ds`` into the store at ``target`` (a local folder or a URL with ``storage_options``):
+    the chunks and ``extra`` in one ``dask.compute``, then ``staged()``, then the attributes
+    ``attrs_fn(results)`` and the consolidated metadata (what xarray.open_zarr looks for first).
+    Returns the computed ``extra``."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        delayed = ds.to_zarr(target, mode="w", compute=False, consolidated=True, zarr_format=3,
+                             storage_options=storage_options, **to_zarr)
+    (results,) = dask.compute((delayed, extra or {}))
+    results = results[1]
+    if staged is not None:
+        staged()
+    if attrs_fn is not None:
+        attrs = json.loads(json.dumps(attrs_fn(results)))
+        zarr.open_group(target, mode="r+", storage_options=storage_options).attrs.update(attrs)
+        store = target if storage_options is None else zarr.storage.FsspecStore.from_url(
+            target, storage_options=storage_options)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            zarr.consolidate_metadata(store)
     return results
 
 
@@ -111,27 +124,12 @@ def _write_remote(ds, url: str, final: Path, extra: dict | None, attrs_fn, stage
     staged (or committed) as a :class:`RemoteStore`."""
     import uuid
 
-    import zarr
-
     access = storage.current()
     options = access.storage_options(storage.scheme(url))
     tmp = f"{storage.url_parent(url)}/.{storage.url_name(url)}.{uuid.uuid4().hex[:8]}{PARTIAL_TAG}"
     staged_store = RemoteStore(tmp, url)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True, zarr_format=3,
-                                 storage_options=options, write_empty_chunks=True)
-        (results,) = dask.compute((delayed, extra or {}))
-        results = results[1]
-        if staged is not None:
-            staged()
-        if attrs_fn is not None:
-            attrs = json.loads(json.dumps(attrs_fn(results)))
-            zarr.open_group(tmp, mode="r+", storage_options=options).attrs.update(attrs)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                zarr.consolidate_metadata(zarr.storage.FsspecStore.from_url(tmp, storage_options=options))
+        results = _write_store(ds, tmp, extra, attrs_fn, staged, options, write_empty_chunks=True)
         missing = remote_store_missing(tmp)
         if missing:
             raise OutputError(f"{storage.display(url)}: {missing}; nothing was replaced")
