@@ -296,7 +296,7 @@ def test_float32_form_is_scaled_dn_with_nan_fill(tmp_path, scene):
     f = make_scene(tmp_path / "f.tif", "1000x1300", seed=0, dtype="float32", workers=3)
     with rasterio.open(f) as src:
         assert src.dtypes[0] == "float32" and src.nodata is None
-        assert src.block_shapes[0] == (512, 512) and src.is_tiled
+        assert src.block_shapes[0] == (512, 512) and src.profile.get("tiled")
         assert src.compression.name.lower() == "deflate"
         assert src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "3"
         assert src.tags()["SYNTH_DTYPE"] == "float32"
