@@ -1,0 +1,128 @@
+"""The float32 block decoder (pipeline._engine.tiffread) against GDAL's own read of the same
+windows: the same bits for every window, every value (NaN, infinities, -0.0, subnormals), and
+GDAL's read wherever the decoder does not take the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from pipeline import scene as io
+from pipeline._engine import tiffread
+
+pytestmark = pytest.mark.skipif(not hasattr(tiffread._fastkernels, "fpred32"), reason="compiled kernels not built")
+
+
+def _values(shape, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(250.0, 80.0, shape).astype(np.float32)
+    flat = a.reshape(-1)
+    idx = rng.choice(flat.size, 64, replace=False)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1e-40],
+                        np.float32)
+    flat[idx] = np.resize(specials, idx.size)
+    bits = rng.integers(0, 2**32, 200, dtype=np.uint64).astype(np.uint32)
+    flat[rng.choice(flat.size, bits.size, replace=False)] = bits.view(np.float32)  # any bit pattern
+    return a
+
+
+def _write(path, a, block=128, **kw) -> None:
+    count = a.shape[0] if a.ndim == 3 else 1
+    profile = dict(driver="GTiff", width=a.shape[-1], height=a.shape[-2], count=count, dtype="float32",
+                   crs="EPSG:32633", transform=Affine(30, 0, 300000, 0, -30, 4500000), tiled=True,
+                   blockxsize=block, blockysize=block, compress="deflate", predictor=3)
+    profile.update(kw)
+    profile = {k: v for k, v in profile.items() if v is not None}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(a if a.ndim == 3 else a[None])
+
+
+WINDOWS = [((0, 300), (0, 270)), ((0, 128), (0, 128)), ((5, 131), (7, 250)), ((129, 300), (250, 270)),
+           ((299, 300), (0, 270)), ((17, 18), (3, 4)), ((100, 260), (128, 256))]
+
+
+def _gdal(path, band, window) -> np.ndarray:
+    (y0, y1), (x0, x1) = window
+    with rasterio.open(path) as src:
+        return src.read(band, window=Window(x0, y0, x1 - x0, y1 - y0))
+
+
+def _mine(path, band, window) -> np.ndarray | None:
+    (y0, y1), (x0, x1) = window
+    out = np.full((y1 - y0, x1 - x0), 7.0, np.float32)
+    with rasterio.open(path) as src:
+        if not tiffread.usable(src, band, str(path)):
+            return None
+        return out if tiffread.read_window(src, band, str(path), window, out) else None
+
+
+@pytest.mark.parametrize("block,order", [(128, "LITTLE"), (256, "LITTLE"), (128, "BIG")])
+def test_same_bits_as_gdal(tmp_path, block, order):
+    a = _values((300, 270))
+    path = tmp_path / "f.tif"
+    _write(path, a, block=block, ENDIANNESS=order)
+    for window in WINDOWS:
+        got = _mine(path, 1, window)
+        assert got is not None, window
+        np.testing.assert_array_equal(got.view(np.uint32), _gdal(path, 1, window).view(np.uint32), err_msg=str(window))
+
+
+def test_band_interleaved_second_band(tmp_path):
+    a = np.stack([_values((300, 270), 1), _values((300, 270), 2)])
+    path = tmp_path / "f.tif"
+    _write(path, a, interleave="band")
+    for window in WINDOWS:
+        got = _mine(path, 2, window)
+        assert got is not None
+        np.testing.assert_array_equal(got.view(np.uint32), _gdal(path, 2, window).view(np.uint32))
+
+
+@pytest.mark.parametrize("kw", [dict(interleave="pixel", bands=2), dict(predictor=2), dict(predictor=1),
+                                dict(compress="zstd"), dict(tiled=False)])
+def test_other_layouts_are_left_to_gdal(tmp_path, kw):
+    kw = dict(kw)
+    a = np.stack([_values((300, 270), 1), _values((300, 270), 2)]) if kw.pop("bands", 1) == 2 else _values((300, 270))
+    if kw.get("tiled") is False:  # strips
+        kw.update(blockxsize=None, blockysize=None)
+    path = tmp_path / "f.tif"
+    _write(path, a, **kw)
+    with rasterio.open(path) as src:
+        assert not tiffread.usable(src, 1, str(path))
+    # the scene's reader still gives GDAL's pixels
+    for window in WINDOWS[:3]:
+        got = io.read_window(str(path), 1, block_info={None: {"array-location": list(window)}})
+        np.testing.assert_array_equal(got.view(np.uint32), _gdal(path, 1, window).view(np.uint32))
+
+
+def test_sparse_block_falls_back_to_gdal(tmp_path):
+    path = tmp_path / "sparse.tif"
+    a = _values((300, 270))
+    with rasterio.open(path, "w", driver="GTiff", width=270, height=300, count=1, dtype="float32", tiled=True,
+                       blockxsize=128, blockysize=128, compress="deflate", predictor=3, SPARSE_OK=True,
+                       nodata=-5.0) as dst:
+        dst.write(a[:128, :128], 1, window=Window(0, 0, 128, 128))  # the other blocks are never written
+    assert _mine(path, 1, ((0, 300), (0, 270))) is None
+    assert _mine(path, 1, ((0, 128), (0, 128))) is not None  # only the written block: decoded here
+    for window in WINDOWS:
+        got = io.read_window(str(path), 1, block_info={None: {"array-location": list(window)}})
+        np.testing.assert_array_equal(got.view(np.uint32), _gdal(path, 1, window).view(np.uint32))
+
+
+def test_damaged_block_is_still_an_input_error(tmp_path):
+    """A block that does not inflate is not decoded here: GDAL's read reports the damage."""
+    from pipeline.errors import InputError
+
+    path = tmp_path / "f.tif"
+    _write(path, _values((300, 270)))
+    with rasterio.open(path) as src:
+        off = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(off + 10)
+        f.write(b"\xff" * 64)
+    assert _mine(path, 1, ((128, 256), (128, 256))) is None
+    with pytest.raises(InputError):
+        with io.raster_errors(str(path)):
+            io.read_window(str(path), 1, block_info={None: {"array-location": [(128, 256), (128, 256)]}})
