@@ -53,10 +53,10 @@ def _gdal(path, band, window) -> np.ndarray:
 def _mine(path, band, window) -> np.ndarray | None:
     (y0, y1), (x0, x1) = window
     out = np.full((y1 - y0, x1 - x0), 7.0, np.float32)
-    with rasterio.open(path) as src:
-        if not tiffread.usable(src, band, str(path)):
-            return None
-        return out if tiffread.read_window(src, band, str(path), window, out) else None
+    lay = tiffread.layout(str(path), band)
+    if lay is None:
+        return None
+    return out if tiffread.read_window(lay, str(path), window, out) else None
 
 
 @pytest.mark.parametrize("block,order", [(128, "LITTLE"), (256, "LITTLE"), (128, "BIG")])
@@ -89,8 +89,7 @@ def test_other_layouts_are_left_to_gdal(tmp_path, kw):
         kw.update(blockxsize=None, blockysize=None)
     path = tmp_path / "f.tif"
     _write(path, a, **kw)
-    with rasterio.open(path) as src:
-        assert not tiffread.usable(src, 1, str(path))
+    assert tiffread.layout(str(path), 1) is None
     # the scene's reader still gives GDAL's pixels
     for window in WINDOWS[:3]:
         got = io.read_window(str(path), 1, block_info={None: {"array-location": list(window)}})
@@ -126,3 +125,15 @@ def test_damaged_block_is_still_an_input_error(tmp_path):
     with pytest.raises(InputError):
         with io.raster_errors(str(path)):
             io.read_window(str(path), 1, block_info={None: {"array-location": [(128, 256), (128, 256)]}})
+
+
+def test_a_rewritten_file_is_not_read_with_its_old_layout(tmp_path):
+    path = tmp_path / "f.tif"
+    _write(path, _values((300, 270), 1), block=128)
+    assert tiffread.layout(str(path), 1).block == (128, 128)
+    b = _values((300, 270), 2)
+    _write(path, b, block=256)  # same path, new blocks
+    window = [(0, 300), (0, 270)]
+    got = io.read_window(str(path), 1, block_info={None: {"array-location": window}})
+    np.testing.assert_array_equal(got.view(np.uint32), b.view(np.uint32))
+    assert tiffread.layout(str(path), 1).block == (256, 256)
