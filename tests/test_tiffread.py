@@ -137,3 +137,48 @@ def test_a_rewritten_file_is_not_read_with_its_old_layout(tmp_path):
     got = io.read_window(str(path), 1, block_info={None: {"array-location": window}})
     np.testing.assert_array_equal(got.view(np.uint32), b.view(np.uint32))
     assert tiffread.layout(str(path), 1).block == (256, 256)
+
+
+def test_cog_driver_output_same_bits_as_gdal(tmp_path):
+    """GDAL's COG driver puts a size leader before every block and a copy of its last bytes
+    after it (its 'ghost area'); the block offsets GDAL reports still find the block itself."""
+    from rasterio.shutil import copy
+
+    tiled = tmp_path / "tiled.tif"
+    _write(tiled, _values((300, 270), 3), block=256)
+    cog = tmp_path / "cog.tif"
+    copy(tiled, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=128)
+    with rasterio.open(cog) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "3" and src.block_shapes[0] == (128, 128)
+    for window in WINDOWS:
+        got = _mine(cog, 1, window)
+        assert got is not None
+        np.testing.assert_array_equal(got.view(np.uint32), _gdal(cog, 1, window).view(np.uint32))
+
+
+@pytest.mark.parametrize("reuse", ["never", "always"])
+def test_run_on_a_predictor_3_scene_gives_numpys_classes(tmp_path, reuse):
+    """A whole run (both passes reading the file through the decoder, or the statistics pass
+    alone) gives numpy's equal-interval class ids of GDAL's pixels, on chunks that do not divide
+    the scene."""
+    from pipeline.jobs.config import build_config
+    from pipeline.jobs.run import run
+
+    a = _values((1100, 1000), 5)
+    a[~(np.abs(a) < 1e6)] = np.nan  # infinities, NaN and the extremes (no room for 12 classes): nodata
+    a[:300, :700] = np.nan
+    src = tmp_path / "scene.tif"
+    _write(src, a, block=256)
+    out = tmp_path / "classes.tif"
+    cfg = {"input": str(src), "classes": {"scheme": "equal_interval", "count": 12},
+           "output": {"path": str(out)}, "processing": {"chunk": 300, "reuse_decoded": reuse}}
+    run(build_config(cfg, base_dir=tmp_path, source="test"))
+    with rasterio.open(src) as s:
+        pixels = s.read(1)
+    valid = np.isfinite(pixels)
+    edges = np.histogram_bin_edges(pixels[valid], 12)
+    want = np.searchsorted(edges, pixels, side="right")
+    want[pixels == edges[-1]] = 12
+    want[~valid] = 0
+    with rasterio.open(out) as o:
+        np.testing.assert_array_equal(o.read(1), want.astype(np.uint8))
