@@ -8,12 +8,13 @@ Here the compressed tiles are read with ``pread`` at the offsets GDAL reports (l
 file and process, so a chunk's task need not open the file with GDAL at all), inflated by
 libdeflate (imagecodecs) into a reused per-thread buffer, and the compiled ``fpred32`` undoes
 the predictor and puts the pixels straight into the output window: the same bits as GDAL's
-read, in about half its CPU time.
+read, in about 0.6x its CPU time (40 against 67 ms for a 2048 x 2048 chunk).
 
 Only a plain case is taken: a local tiled GeoTIFF, float32, DEFLATE, predictor 3, one sample
 per block (a single band or band-interleaved), every block the window touches present (no
-sparse block) and inflating to exactly one block. Anything else, or a build without the
-compiled kernels, returns False and the caller reads through GDAL.
+sparse block) and inflating to exactly one block. For anything else, or a build without the
+compiled kernels, :func:`layout` gives None or :func:`read_window` False, and the caller reads
+through GDAL.
 """
 
 from __future__ import annotations
