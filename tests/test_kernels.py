@@ -237,3 +237,17 @@ def test_float_kernels_equal_numpy(dtype, nodata, kernel_path):
     np.testing.assert_allclose(got[1000:], sums, rtol=1e-9, atol=1e-9)
     ids = rng.integers(0, 256, (301, 257)).astype(np.uint8)
     np.testing.assert_array_equal(kernels.bincount_block(ids, 256), np.bincount(ids.ravel(), minlength=256))
+
+
+@pytest.mark.parametrize("run", [1, 3, 8, 50, 4000])
+def test_class_id_counts_with_runs_equal_numpy(kernel_path, run):
+    """Class ids come in regions: runs of equal ids (whole 8-byte words of one id and words
+    split between ids), any length, any alignment, against numpy's bincount."""
+    rng = np.random.default_rng(run)
+    ids = np.repeat(rng.integers(0, 256, 40000 // run + 2, dtype=np.uint8), run)
+    for n in (0, 1, 7, 8, 9, 1023, 30001):
+        for offset in (0, 3):
+            block = ids[offset:offset + n]
+            np.testing.assert_array_equal(kernels.bincount_block(block, 256), np.bincount(block, minlength=256))
+    block = ids[:60 * 491].reshape(60, 491)  # 2-D, ragged rows
+    np.testing.assert_array_equal(kernels.bincount_block(block, 256), np.bincount(block.ravel(), minlength=256))

@@ -270,3 +270,33 @@ def test_overviews_are_nearest_decimations_of_the_classes(tmp_path, data, mode):
             rows = np.minimum(np.arange(h) * f + f // 2, src.height - 1)
             cols = np.minimum(np.arange(w) * f + f // 2, src.width - 1)
             np.testing.assert_array_equal(src.read(out_shape=(src.count, h, w)), full[:, rows][:, :, cols])
+
+
+def test_zarr_store_has_every_chunk_fill_included(tmp_path):
+    """Every chunk of a local store is written, the all-nodata ones too (no chunk is left for
+    the fill value to stand in), and zarr and xarray read numpy's class ids back."""
+    from affine import Affine
+
+    rng = np.random.default_rng(7)
+    a = rng.uniform(150.0, 370.0, (1100, 1000)).astype(np.float32)
+    a[:600, :560] = np.nan  # covers the whole first chunk (512 x 512, aligned to the tiles): class 0 only
+    src = tmp_path / "scene.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=1000, height=1100, count=1, dtype="float32",
+                       crs="EPSG:32633", transform=Affine(30, 0, 300000, 0, -30, 4500000), tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate", predictor=3) as dst:
+        dst.write(a, 1)
+    out = tmp_path / "classes.zarr"
+    cfg = {"input": str(src), "classes": {"scheme": "equal_interval", "count": 20},
+           "output": {"path": str(out)}, "processing": {"chunk": 300}}
+    run(build_config(cfg, base_dir=tmp_path, source="test"))
+    arr = zarr.open_group(str(out), mode="r")["classes"]
+    assert arr.nchunks_initialized == arr.nchunks
+    valid = ~np.isnan(a)
+    edges = np.histogram_bin_edges(a[valid], 20)  # numpy's bins: left-closed, the last closed
+    want = np.searchsorted(edges, a, side="right")
+    want[a == edges[-1]] = 20
+    want[~valid] = 0
+    want = want.astype(np.uint8)
+    np.testing.assert_array_equal(arr[:], want)
+    assert not arr[:512, :512].any()
+    np.testing.assert_array_equal(xr.open_zarr(out)["classes"].values, want)

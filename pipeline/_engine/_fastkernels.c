@@ -25,12 +25,23 @@
  *                                             counts and float64 sums of the valid pixels in
  *                                             the uniform bins ``edges`` (pipeline.stats.bin_index)
  *
+ * and, to decode float32 TIFF tiles (pipeline/_engine/tiffread.py):
+ *
+ *   fpred32(tile, width, tile_row, tile_col, rows, cols, out, out_width, out_row, out_col)
+ *                                             undo TIFF's floating-point predictor (3) on the
+ *                                             inflated rows of a tile ``width`` pixels wide
+ *                                             (in place), and put the float32 pixels of its
+ *                                             rows x cols from (tile_row, tile_col) at
+ *                                             (out_row, out_col) of ``out`` (``out_width`` wide)
+ *
  * Buffers are C-contiguous (the buffer protocol's simple form); the GIL is released while the
  * loop runs. numpy's bincount and take first copy every uint16 index into a fresh int64 array
  * (and bincount also scans it for its minimum and maximum); these loops read the values where
  * they are. The float kernels make no temporaries at all (numpy's make several arrays of a
- * chunk's size per step). The histogram counts into four interleaved 32-bit tables, so
- * consecutive equal values do not wait on each other's increments. Plain C99, no numpy headers.
+ * chunk's size per step). The histograms count into interleaved 32-bit tables (four for
+ * uint16, eight for class ids), so consecutive equal values do not wait on each other's
+ * increments; hist8 adds a word of eight equal class ids at once (4.5x the four-table loop on a
+ * class image, never slower on random ids). Plain C99, no numpy headers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +49,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define BINS 65536
 /* pixels counted into the 32-bit tables before they are added to the int64 counts */
@@ -100,19 +114,37 @@ static PyObject *hist8(PyObject *self, PyObject *args) {
     int64_t *out = (int64_t *)counts.buf;
     Py_ssize_t n = values.len;
     Py_BEGIN_ALLOW_THREADS
-    int64_t t[4][256];
-    memset(t, 0, sizeof(t));
-    Py_ssize_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        t[0][v[i]]++;
-        t[1][v[i + 1]]++;
-        t[2][v[i + 2]]++;
-        t[3][v[i + 3]]++;
+    /* eight 32-bit tables, one per byte of an 8-byte word, flushed every FLUSH pixels; a word
+     * of eight equal ids (most words of a class image: classes come in regions) is one add */
+    uint32_t t[8][256];
+    for (Py_ssize_t start = 0; start < n; start += FLUSH) {
+        Py_ssize_t end = n - start > FLUSH ? start + FLUSH : n, i = start;
+        memset(t, 0, sizeof(t));
+        for (; i + 8 <= end; i += 8) {
+            uint64_t w;
+            memcpy(&w, v + i, 8);
+            if (w == (w & 0xFF) * 0x0101010101010101ull) {
+                t[0][w & 0xFF] += 8;
+                continue;
+            }
+            t[0][v[i]]++;
+            t[1][v[i + 1]]++;
+            t[2][v[i + 2]]++;
+            t[3][v[i + 3]]++;
+            t[4][v[i + 4]]++;
+            t[5][v[i + 5]]++;
+            t[6][v[i + 6]]++;
+            t[7][v[i + 7]]++;
+        }
+        for (; i < end; i++)
+            t[0][v[i]]++;
+        for (int k = 0; k < 256; k++) {
+            int64_t sum = 0;
+            for (int j = 0; j < 8; j++)
+                sum += t[j][k];
+            out[k] += sum;
+        }
     }
-    for (; i < n; i++)
-        t[0][v[i]]++;
-    for (int k = 0; k < 256; k++)
-        out[k] += t[0][k] + t[1][k] + t[2][k] + t[3][k];
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&values);
     PyBuffer_Release(&counts);
@@ -558,6 +590,71 @@ static PyObject *lutn(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------- TIFF floating-point predictor (3) */
+/* A row of a tile W pixels wide is stored as 4 byte planes of W bytes each, the most
+ * significant bytes of every pixel first (TIFF Technical Note 3, whatever the file's byte
+ * order), each byte the difference from the one before it along the whole row. Decoding is a
+ * running sum of the row's bytes (mod 256), then every pixel's 4 bytes gathered from the
+ * planes. libtiff's fpAcc does the same with a temporary copy of each row. */
+static void fpred_row_sum(uint8_t *b, Py_ssize_t len) {
+    uint8_t acc = 0;
+    Py_ssize_t i = 0;
+#ifdef __SSE2__
+    /* 16 bytes at a time: their running sums in 4 shifted adds, plus the sum of every byte
+     * before them (carried as 16 copies, so the next block waits on one add only) */
+    __m128i carry = _mm_setzero_si128();
+    for (; i + 16 <= len; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(b + i));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 1));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 2));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 4));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 8));
+        __m128i last = _mm_srli_si128(x, 15);
+        last = _mm_unpacklo_epi8(last, last);
+        last = _mm_shuffle_epi32(_mm_unpacklo_epi16(last, last), 0);
+        _mm_storeu_si128((__m128i *)(b + i), _mm_add_epi8(x, carry));
+        carry = _mm_add_epi8(carry, last);
+    }
+    acc = (uint8_t)_mm_cvtsi128_si32(carry);
+#endif
+    for (; i < len; i++) {
+        acc = (uint8_t)(acc + b[i]);
+        b[i] = acc;
+    }
+}
+
+static PyObject *fpred32(PyObject *self, PyObject *args) {
+    Py_buffer tile, out;
+    Py_ssize_t width, trow, tcol, rows, cols, owidth, orow, ocol;
+    if (!PyArg_ParseTuple(args, "w*nnnnnw*nnn:fpred32", &tile, &width, &trow, &tcol, &rows, &cols, &out, &owidth,
+                          &orow, &ocol))
+        return NULL;
+    Py_ssize_t row_bytes = 4 * width, out_px = out.len / 4;
+    if (width < 1 || trow < 0 || tcol < 0 || rows < 0 || cols < 0 || tcol + cols > width || owidth < 1
+        || orow < 0 || ocol < 0 || ocol + cols > owidth || out.len % 4 != 0
+        || (trow + rows) * row_bytes > tile.len || (rows > 0 && (orow + rows) * owidth > out_px)) {
+        PyBuffer_Release(&tile);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "fpred32: the rows x cols block must lie in the tile and in out");
+        return NULL;
+    }
+    uint8_t *t = tile.buf;
+    uint32_t *dst = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        uint8_t *row = t + (trow + r) * row_bytes;
+        fpred_row_sum(row, row_bytes);
+        const uint8_t *p0 = row + tcol, *p1 = p0 + width, *p2 = p1 + width, *p3 = p2 + width;
+        uint32_t *o = dst + (orow + r) * owidth + ocol;
+        for (Py_ssize_t c = 0; c < cols; c++)
+            o[c] = ((uint32_t)p0[c] << 24) | ((uint32_t)p1[c] << 16) | ((uint32_t)p2[c] << 8) | (uint32_t)p3[c];
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&tile);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"hist16", hist16, METH_VARARGS, "hist16(values, counts): counts[v] += 1 for every uint16 value"},
     {"hist8", hist8, METH_VARARGS, "hist8(values, counts): counts[v] += 1 for every uint8 value"},
@@ -567,6 +664,8 @@ static PyMethodDef methods[] = {
     {"fkeyhist", fkeyhist, METH_VARARGS, "fkeyhist(values, itemsize, nodata, shift, prefixes, counts)"},
     {"fclassify", fclassify, METH_VARARGS, "fclassify(values, itemsize, edges, nodata, out): float class ids"},
     {"fbinned", fbinned, METH_VARARGS, "fbinned(values, itemsize, nodata, edges, scale, counts, sums)"},
+    {"fpred32", fpred32, METH_VARARGS, "fpred32(tile, width, tile_row, tile_col, rows, cols, out, out_width, "
+                                       "out_row, out_col): float32 pixels of TIFF predictor-3 tile rows"},
     {NULL, NULL, 0, NULL},
 };
 
