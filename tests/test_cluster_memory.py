@@ -78,3 +78,49 @@ def test_300mib_workers_finish_a_4x_scene_pixel_for_pixel(tmp_path, scene):
         assert a.shape == b.shape, (i, a.shape, b.shape)
         assert np.array_equal(a, b), f"overview level {i}: {np.count_nonzero(a != b)} pixels differ"
     assert not partials(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A 1500 x 1700 uint16 scene, DEFLATE tiles of 256, a fill border."""
+    rng = np.random.default_rng(11)
+    h, w = 1500, 1700
+    values = (np.kron(rng.random((60, 68)), np.ones((25, 25)))[:h, :w] * 3000 + rng.random((h, w)) * 500 + 1)
+    values[:, :40] = 0
+    path = tmp_path_factory.mktemp("memory-small") / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint16", nodata=0,
+                       crs="EPSG:32633", transform=from_origin(300000, 5000000, 30, 30), tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate") as dst:
+        dst.write(values.astype(np.uint16), 1)
+    return path
+
+
+def test_the_minimum_a_refusal_names_is_enough(tmp_path, small):
+    """Refused at 200 MiB with the minimum it needs; at exactly that minimum the run finishes,
+    pixel for pixel as the threads run (the estimate is not below what the workers use)."""
+    import re
+
+    chunk = ("--set", "processing.chunk=700", "--set", "output.blocksize=128")
+    threads = tmp_path / "threads" / "classes.tif"
+    proc = sceneclass("classify", small, threads, *SETTINGS, *chunk, "--set", "dask.scheduler=threads")
+    assert proc.returncode == 0, proc.stderr
+    cluster = ("--set", "dask.scheduler=local", "--set", "dask.workers=2",
+               "--set", "dask.dashboard_address=127.0.0.1:0")
+    low = tmp_path / "low" / "classes.tif"
+    proc = sceneclass("classify", small, low, *SETTINGS, *chunk, *cluster, "--set", "dask.memory_limit=200MiB",
+                      timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    m = re.search(r"^sceneclass: error: dask\.memory_limit: .* needs at least (\d+) MiB per worker", proc.stderr,
+                  re.MULTILINE)
+    assert m, proc.stderr
+    minimum = int(m.group(1))
+    assert 200 < minimum <= 300
+    assert not low.exists() and not partials(tmp_path)
+
+    local = tmp_path / "local" / "classes.tif"
+    proc = sceneclass("classify", small, local, *SETTINGS, *chunk, *cluster,
+                      "--set", f"dask.memory_limit={minimum}MiB", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(local, threads)
+    for i, (a, b) in enumerate(zip(levels(local), levels(threads))):
+        assert np.array_equal(a, b), f"overview level {i}"
