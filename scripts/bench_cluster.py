@@ -2,7 +2,8 @@
 """Figures for running on a cluster: a 2-worker LocalCluster against the threads scheduler.
 
     python scripts/bench_cluster.py [--size 16x] [--bytes-size 4x] [--rounds 1]
-                                    [--memory-check 4x] [--out bench-results/cluster.json]
+                                    [--memory-check 4x] [--task-memory 4x [--trace-tasks]]
+                                    [--out bench-results/cluster.json]
 
 Every run is a separate, unmodified ``sceneclass classify SCENE OUT.tif`` process (COG output,
 ``--nodata 0``, equal-interval classes), cluster runs with ``--set dask.scheduler=local --set
@@ -31,6 +32,10 @@ dask.workers=2``. What is measured, and how:
 - **memory check** (``--memory-check SIZE``): one cluster run with ``dask.memory_limit=300MiB``
   (``--memory-limit``) and default settings (plus ``--memory-set``): exit code, its error line,
   wall time, peak RSS per worker and the largest GDAL block-cache use seen on a worker.
+- **memory by part** (``--task-memory SIZE``): one cluster run without a memory limit; per worker
+  its resident memory at start, its peak resident, managed and unmanaged memory and GDAL cache
+  (sampled every 0.2 s); with ``--trace-tasks``, per task name the largest memory a task
+  allocated while it ran (``tracemalloc``; see ``scripts/_cluster_probe.py``).
 
 Scenes are looked up in ``--scenes`` (default /tmp/scbench, never written) and otherwise made
 with ``pipeline.testing.synth.make_scene`` into ``WORK/scenes``. Outputs go to ``WORK`` and are
