@@ -84,7 +84,7 @@ def window_bytes(shape: tuple[int, int], block: tuple[int, int], chunk: int, ite
 
 
 def need_parts(chunk: int, itemsize: int, threads: int, gdal_cache_mb: int, window: int,
-               bands: int = 1, per_pixel: int = 0) -> dict[str, int]:
+               bands: int = 1, per_pixel: int = 0, mode: bool = False) -> dict[str, int]:
     """What a worker needs beyond its idle memory to run the passes, by part.
 
     Parameters
@@ -103,20 +103,26 @@ def need_parts(chunk: int, itemsize: int, threads: int, gdal_cache_mb: int, wind
         Bytes per output pixel (1: class ids; 3, 4: RGB, RGBA colours).
     per_pixel : int
         Bytes per pixel the classification adds (:func:`classify_bytes`).
+    mode : bool
+        MODE overviews (``output.overview_resampling: mode``): a task joins the 2 x 2 chunks of
+        the level before that an overview chunk's windows cover into one piece (its inputs and
+        the piece: 8 chunks of output pixels).
 
     Returns
     -------
     dict of str to int
         Bytes of each part: ``decode buffer`` (each thread keeps a decoded chunk's buffer),
         ``tasks`` (per running task its input chunk, its classification temporaries, its output
-        and :data:`TASK_OVERHEAD`), ``GDAL block cache`` (per running task the blocks of its
-        window; each task closes its file, which empties them; at most the cache limit) and
+        and :data:`TASK_OVERHEAD`; with ``mode``, at least the joining of an overview piece),
+        ``GDAL block cache`` (per running task the blocks of its window; each task closes its
+        file, which empties them; at most the cache limit) and
         ``runtime`` (:data:`RUNTIME_MARGIN`). Results a worker holds between tasks are not
         counted: dask spills them to disk before the worker pauses.
     """
     pixels = chunk * chunk
+    task = pixels * max(itemsize + per_pixel + bands, (4 + 4) * bands if mode else 0)
     return {"decode buffer": threads * pixels * itemsize,
-            "tasks": threads * (pixels * (itemsize + per_pixel + bands) + TASK_OVERHEAD),
+            "tasks": threads * (task + TASK_OVERHEAD),
             "GDAL block cache": min(gdal_cache_mb * MiB, threads * window),
             "runtime": RUNTIME_MARGIN}
 

@@ -230,7 +230,8 @@ def _need_of(cfg):
     except Exception:
         pass
     out = {"rgb": 3, "rgba": 4}.get(getattr(cfg.output, "mode", "paletted"), 1)
-    return lambda threads: task_need(chunk, itemsize, threads, cache, window, out, per_pixel)
+    mode = getattr(cfg.output, "overview_resampling", "nearest") == "mode"
+    return lambda threads: task_need(chunk, itemsize, threads, cache, window, out, per_pixel, mode)
 
 
 @contextmanager
