@@ -12,7 +12,14 @@ the unmodified ``sceneclass`` command. Files go to ``$SCENECLASS_PROBE_DIR``:
 - ``worker-<pid>.json``: the worker's outgoing transfers from its ``transfer_outgoing_log``
   (each ``get_data`` answer: ``who`` is the asking worker, or None when the scheduler gathers
   for the client), with the ``nbytes`` of the keys and the bytes written to the socket; its
-  incoming peer transfers; and the largest GDAL block-cache use seen (sampled every 0.2 s).
+  incoming peer transfers; the largest GDAL block-cache use seen, the largest resident memory
+  and the largest managed memory (results the worker holds, which it may spill), sampled every
+  0.2 s, and the largest resident memory beyond the managed memory at the same moment; its resident memory when the preload ran (an idle worker, before any task); with
+  ``SCENECLASS_PROBE_TASK_MEMORY=1``, per task name the largest memory a task allocated while it
+  ran beyond what was allocated when it started (``tracemalloc`` peak: numpy arrays, bytes and
+  Python objects, including the task's result; GDAL's own C allocations are not traced, its
+  block cache is the separate figure). Exact only with one thread per worker (the default
+  LocalCluster of the bench).
 """
 
 from __future__ import annotations
@@ -103,19 +110,63 @@ def _gdal():
     return lib
 
 
+_plugins: list = []
 _gdal_peak = 0
+_rss_peak = 0
+_managed_peak = 0
+_unmanaged_peak = 0
+_idle_rss = 0
+_task_peaks: dict[str, int] = {}
+
+
+class _TaskMemory:
+    """Per task name, the largest ``tracemalloc`` peak over what was traced when the task started."""
+
+    name = "sceneclass-bench-task-memory"
+
+    def __init__(self):
+        self._start: dict = {}
+
+    def transition(self, key, start, finish, **kwargs):
+        import tracemalloc
+
+        if finish == "executing":
+            tracemalloc.reset_peak()
+            self._start[key] = tracemalloc.get_traced_memory()[0]
+        elif start == "executing" and key in self._start:
+            peak = tracemalloc.get_traced_memory()[1] - self._start.pop(key)
+            name = _name(key)
+            _task_peaks[name] = max(_task_peaks.get(name, 0), peak)
 
 
 def _setup_worker(worker) -> None:
+    import psutil
     from tornado.ioloop import PeriodicCallback
 
+    global _idle_rss
     lib = _gdal()
     ticks = [0]
+    proc = psutil.Process()
+    _idle_rss = proc.memory_info().rss
+    if os.environ.get("SCENECLASS_PROBE_TASK_MEMORY"):
+        import tracemalloc
+
+        from distributed import WorkerPlugin
+
+        class Plugin(_TaskMemory, WorkerPlugin):
+            pass
+
+        tracemalloc.start()
+        worker.plugins[Plugin.name] = plugin = Plugin()  # no await in a preload: registered directly
+        _plugins.append(plugin)
 
     def sample():  # also writes the report every second: a worker killed at the end leaves it too
-        global _gdal_peak
+        global _gdal_peak, _rss_peak, _managed_peak, _unmanaged_peak
         if lib is not None:
             _gdal_peak = max(_gdal_peak, lib.GDALGetCacheUsed64())
+        rss, managed = proc.memory_info().rss, int(worker.state.nbytes)
+        _rss_peak, _managed_peak = max(_rss_peak, rss), max(_managed_peak, managed)
+        _unmanaged_peak = max(_unmanaged_peak, rss - managed)
         ticks[0] += 1
         if ticks[0] % 5 == 0:
             _dump("worker", _worker_report(worker))
@@ -144,7 +195,9 @@ def _worker_report(worker) -> dict:
             "incoming_total": int(getattr(worker.state, "transfer_incoming_bytes_total", 0)),
             "log_entries": len(worker.transfer_outgoing_log),
             "log_maxlen": worker.transfer_outgoing_log.maxlen,
-            "gdal_cache_peak": _gdal_peak}
+            "gdal_cache_peak": _gdal_peak, "rss_peak": _rss_peak, "managed_peak": _managed_peak,
+            "unmanaged_peak": _unmanaged_peak,
+            "idle_rss": _idle_rss, "task_peaks": dict(sorted(_task_peaks.items(), key=lambda kv: -kv[1]))}
 
 
 # ---------------------------------------------------------------------- preload API

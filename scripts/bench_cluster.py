@@ -2,7 +2,8 @@
 """Figures for running on a cluster: a 2-worker LocalCluster against the threads scheduler.
 
     python scripts/bench_cluster.py [--size 16x] [--bytes-size 4x] [--rounds 1]
-                                    [--memory-check 4x] [--out bench-results/cluster.json]
+                                    [--memory-check 4x] [--task-memory 4x [--trace-tasks]]
+                                    [--out bench-results/cluster.json]
 
 Every run is a separate, unmodified ``sceneclass classify SCENE OUT.tif`` process (COG output,
 ``--nodata 0``, equal-interval classes), cluster runs with ``--set dask.scheduler=local --set
@@ -31,6 +32,10 @@ dask.workers=2``. What is measured, and how:
 - **memory check** (``--memory-check SIZE``): one cluster run with ``dask.memory_limit=300MiB``
   (``--memory-limit``) and default settings (plus ``--memory-set``): exit code, its error line,
   wall time, peak RSS per worker and the largest GDAL block-cache use seen on a worker.
+- **memory by part** (``--task-memory SIZE``): one cluster run without a memory limit; per worker
+  its resident memory at start, its peak resident, managed and unmanaged memory and GDAL cache
+  (sampled every 0.2 s); with ``--trace-tasks``, per task name the largest memory a task
+  allocated while it ran (``tracemalloc``; see ``scripts/_cluster_probe.py``).
 
 Scenes are looked up in ``--scenes`` (default /tmp/scbench, never written) and otherwise made
 with ``pipeline.testing.synth.make_scene`` into ``WORK/scenes``. Outputs go to ``WORK`` and are
@@ -80,7 +85,8 @@ def scene_path(size: str, scenes: Path, work: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- runs
-def run_one(mode: str, scene: Path, work: Path, extra: tuple[str, ...] = (), keep: bool = False) -> dict:
+def run_one(mode: str, scene: Path, work: Path, extra: tuple[str, ...] = (), keep: bool = False,
+            probe_env: dict | None = None) -> dict:
     """One ``sceneclass classify`` process in ``mode``, sampled every 0.2 s; its measures."""
     folder = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=work))
     probe = folder / "probe"
@@ -91,7 +97,7 @@ def run_one(mode: str, scene: Path, work: Path, extra: tuple[str, ...] = (), kee
     env.update({"DASK_DISTRIBUTED__SCHEDULER__PRELOAD": json.dumps([str(PROBE)]),
                 "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(PROBE)]),
                 "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "10000000",
-                "SCENECLASS_PROBE_DIR": str(probe)})
+                "SCENECLASS_PROBE_DIR": str(probe), **(probe_env or {})})
     argv = [sys.executable, "-m", "pipeline", "classify", str(scene), str(out), "--nodata", "0",
             "--no-progress", *MODES[mode], *extra]
     os.sync()
@@ -127,6 +133,10 @@ def run_one(mode: str, scene: Path, work: Path, extra: tuple[str, ...] = (), kee
     workers = {int(json.loads(p.read_text())["pid"]): json.loads(p.read_text()) for p in probe.glob("worker-*.json")}
     res["workers"] = [{"pid": pid, "peak_mib": round(peaks.get(pid, 0) / MiB, 1),
                        "gdal_cache_peak_mib": round(w.get("gdal_cache_peak", 0) / MiB, 1),
+                       "idle_mib": round(w.get("idle_rss", 0) / MiB, 1),
+                       "managed_peak_mib": round(w.get("managed_peak", 0) / MiB, 1),
+                       "unmanaged_peak_mib": round(w.get("unmanaged_peak", 0) / MiB, 1),
+                       "task_peaks_mib": {n: round(b / MiB, 2) for n, b in (w.get("task_peaks") or {}).items()},
                        **{k: w.get(k) for k in ("to_client", "to_workers", "to_client_by_name", "to_workers_by_name",
                                                 "incoming_total", "log_entries")}}
                       for pid, w in sorted(workers.items())]
@@ -229,6 +239,22 @@ def markdown(res: dict) -> str:
                   f"| {m['exit']} | {m['wall_s']:.1f} s | {' / '.join(fmt_mib(w['peak_mib']) for w in m['workers']) or '-'} | "
                   f"{' / '.join(fmt_mib(w['gdal_cache_peak_mib']) for w in m['workers']) or '-'} | "
                   f"{m['error'] or ''} |", ""]
+    t = res.get("task_memory")
+    if t:
+        names: dict[str, float] = {}
+        for w in t["workers"]:
+            for n, v in w["task_peaks_mib"].items():
+                names[n] = max(names.get(n, 0), v)
+        settings = " ".join(kv for kv in t["extra"] if kv != "--set")
+        lines += [f"Worker memory by part: scene {res['task_memory_size']}, COG, 2-worker LocalCluster "
+                  f"(1 thread each){', `' + settings + '`' if settings else ''}; exit {t['exit']}, {t['wall_s']:.1f} s:", "",
+                  "| worker | idle RSS | peak RSS | peak managed (results held) | peak unmanaged (RSS - managed) "
+                  "| GDAL cache peak |", "|---|---|---|---|---|---|"]
+        lines += [f"| {i} | {fmt_mib(w['idle_mib'])} | {fmt_mib(w['peak_mib'])} | {fmt_mib(w['managed_peak_mib'])} | "
+                  f"{fmt_mib(w['unmanaged_peak_mib'])} | "
+                  f"{fmt_mib(w['gdal_cache_peak_mib'])} |" for i, w in enumerate(t["workers"])]
+        lines += ["", "Largest memory a task allocated while it ran (tracemalloc; includes its result), by task name: "
+                  + ", ".join(f"`{n}` {v:.1f} MiB" for n, v in sorted(names.items(), key=lambda kv: -kv[1])[:12]), ""]
     return "\n".join(lines)
 
 
@@ -242,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default="300MiB", help="worker memory limit of the memory check")
     ap.add_argument("--memory-set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config for the memory check (e.g. processing.gdal_cache_mb=32)")
+    ap.add_argument("--task-memory", metavar="SIZE",
+                    help="also run SIZE on the cluster measuring worker memory by part (idle, managed, "
+                         "unmanaged, GDAL cache; per task name with --trace-tasks)")
+    ap.add_argument("--trace-tasks", action="store_true",
+                    help="with --task-memory: trace every task's allocations (tracemalloc; slower, and the "
+                         "RSS figures of that run include tracemalloc's own memory)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config for every run")
     ap.add_argument("--scenes", type=Path, default=Path("/tmp/scbench"), help="where scenes are looked up (read only)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench-results" / "cluster-work",
@@ -289,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         run["extra"] = list(LOCAL + extra + mset)
         print(f"memory check: exit {run['exit']}, {run['wall_s']:.1f} s", file=sys.stderr, flush=True)
         res["memory_check"] = run
+    if args.task_memory:
+        res["task_memory_size"] = args.task_memory
+        run = run_one("local", scene_path(args.task_memory, args.scenes, args.work), args.work, extra,
+                      probe_env={"SCENECLASS_PROBE_TASK_MEMORY": "1"} if args.trace_tasks else None)
+        print(f"task memory run: exit {run['exit']}, {run['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        res["task_memory"] = run
     text = markdown(res)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

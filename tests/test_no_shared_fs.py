@@ -6,13 +6,17 @@ folder, so they cannot see what the client has there.
   equal the threads run at every level, strict-valid); the decoded-chunk store is not kept
   there (said at -v) and the input is read twice;
 - a Zarr to that folder fails before any pixel is read, exit 4, one line, nothing written;
-- an input only the client can see fails fast naming it, exit 1.
+- an input only the client can see fails fast naming it, exit 1;
+- COG and Zarr outputs to S3 (a moto server on 127.0.0.1) work: the workers hold no credentials
+  or endpoint (the config and the client carry them), and the objects equal the local threads
+  run at every overview level.
 
 Skipped where unshare/mount is not permitted (not root, no CAP_SYS_ADMIN).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,8 @@ from pipeline.jobs.config import load_config
 
 from _procs import can_hide, dask_cluster, own_mount_namespace, partials, sceneclass
 from test_cog_stream import assert_same_cog
+from test_object_storage import (BUCKET, KEY, SECRET, assert_same_zarr, creds, download, download_tree, keys,
+                                 no_secret, s3, store_complete)  # noqa: F401  (s3: the moto server fixture)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +113,34 @@ def test_zarr_to_a_folder_only_the_client_sees(work, hidden, source, cluster):
     assert "Traceback" not in proc.stderr
     assert not out.exists() and partials(hidden) == []
     assert not (hidden / "zclasses.legend.json").exists()
+
+
+def test_s3_outputs_from_workers_without_the_client_folder(work, hidden, source, cluster, s3):
+    endpoint, client = s3
+    with cluster.client() as c:  # neither credentials nor endpoint reach the workers but through the client
+        envs = c.run(lambda: dict(os.environ))
+    for env in envs.values():
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"} & set(env)
+        assert not [v for v in env.values() if KEY in v or SECRET in v or endpoint in v]
+    (work / "s3got").mkdir()
+    for name in ("classes.tif", "classes.zarr"):
+        ref = work / "s3ref" / name
+        result = run_batch(load_config(job(work / "s3ref", source, ref), []))  # threads, in process
+        assert [j.status for j in result.jobs] == ["done"], [j.error for j in result.jobs]
+        out = f"s3://{BUCKET}/nofs/{name}"
+        cfg = job(work / "s3jobs", source, work / "unused" / name, storage={"endpoint_url": endpoint})
+        proc = sceneclass("run", cfg, "--set", f"output.path={out}", "--scheduler", cluster.address, "-v",
+                          cwd=work, **creds())
+        assert proc.returncode == 0, proc.stderr[-3000:] + cluster.log_tail()
+        assert f"done       {out}" in proc.stdout, proc.stdout
+        no_secret(proc.stdout, proc.stderr, cluster.log_tail(200))
+        if name.endswith(".tif"):
+            assert_same_cog(download(client, f"nofs/{name}", work / "s3got" / name), ref)
+        else:
+            store_complete(client, f"nofs/{name}")
+            assert_same_zarr(download_tree(client, f"nofs/{name}", work / "s3got" / name), ref)
+    assert not [k for k in keys(client, "nofs/") if "sceneclass-partial" in k]
+    assert not (work / "unused").exists() and partials(hidden) == []
 
 
 def test_input_only_the_client_sees(work, hidden, source, cluster):

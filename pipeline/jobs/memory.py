@@ -3,8 +3,10 @@ run whose workers paused for good.
 
 A dask worker pauses (runs no task) at a fraction of its ``memory_limit``
 (``distributed.worker.memory.pause``, 0.8 by default). Memory a worker cannot spill (the
-imported libraries, about 150 MiB; GDAL's block cache; the task running) never drops, so a
-worker paused by it never resumes and the run would wait forever. Both checks here fail with
+imported libraries, about 160 MiB; its threads' decode buffers; GDAL's block cache; the tasks
+running) never drops, so a worker paused by it never resumes and the run would wait forever.
+Results the worker holds between tasks are spilled to disk from 70% on
+(``distributed.worker.memory.spill``) and are not counted. Both checks here fail with
 one line naming ``dask.memory_limit`` and the minimum the run needs.
 """
 
@@ -19,15 +21,75 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
 MiB = 1 << 20
-#: what a worker's first tasks add to its memory beyond the tiles (GDAL drivers, thread stacks,
-#: allocator arenas): measured 17-30 MiB on Linux x86-64
-RUNTIME_MARGIN = 32 * MiB
+#: what a worker's first tasks add beyond its idle memory and the parts below (GDAL drivers and
+#: imagecodecs loaded, thread stacks, allocator arenas); measured 16 MiB at 4x with the defaults
+#: (docs/cluster.md, "Worker memory, by part")
+RUNTIME_MARGIN = 24 * MiB
+#: what a task holds besides pixels: a 16-bit histogram (65,536 int64 bins), lists of tiles
+TASK_OVERHEAD = MiB
+#: chunks of output pixels a task holds when it joins 2 x 2 chunks of a level into the piece a
+#: MODE overview chunk reads: its 4 inputs and what it allocates (measured 7.5 chunks: 30.3 MiB at
+#: chunk 2048, the piece and dask's intermediate concatenations)
+MODE_JOIN = 12
 #: a worker paused this long while no task of the compute finished stops the run
 PAUSE_TIMEOUT = 10.0
 
 
-def task_need(chunk: int, itemsize: int, threads: int, gdal_cache_mb: int, input_bytes: int) -> int:
-    """Bytes a worker needs beyond its idle memory to run the passes.
+def classify_bytes(kind: str, itemsize: int) -> int:
+    """Bytes per pixel a task's classification adds to its input and output.
+
+    8/16-bit integers are looked up in a table (nothing more); other integers go through
+    ``numpy.searchsorted`` on the whole chunk (int64 indices and a boolean mask); floats are
+    classified in pieces of a fixed size (:data:`pipeline.kernels.CLASSIFY_PIECE`): nothing
+    per pixel of the chunk.
+
+    Parameters
+    ----------
+    kind : str
+        numpy dtype kind of the input (``"u"``, ``"i"``, ``"f"``).
+    itemsize : int
+        Bytes per input pixel.
+
+    Returns
+    -------
+    int
+        Bytes per pixel.
+    """
+    if kind in "ui" and itemsize > 2:
+        return 8 + 1
+    return 0
+
+
+def window_bytes(shape: tuple[int, int], block: tuple[int, int], chunk: int, itemsize: int) -> int:
+    """Bytes of the input blocks one chunk's read decodes (GDAL's block cache holds them until
+    the task closes the file), for the chunk that touches the most blocks.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Input height and width, pixels.
+    block : (int, int)
+        The input's block (tile or strip) height and width, pixels.
+    chunk : int
+        Processing tile edge, pixels.
+    itemsize : int
+        Bytes per pixel.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    spans = []
+    for n, b in zip(shape, block):  # GDAL caches edge blocks whole
+        b = max(1, b)
+        spans.append(max(-(-min(n, s + chunk) // b) * b - s // b * b for s in range(0, n, max(1, chunk))))
+    return spans[0] * spans[1] * itemsize
+
+
+def need_parts(chunk: int, itemsize: int, threads: int, gdal_cache_mb: int, window: int,
+               bands: int = 1, per_pixel: int = 0, mode: bool = False) -> dict[str, int]:
+    """What a worker needs beyond its idle memory to run the passes, by part.
 
     Parameters
     ----------
@@ -38,20 +100,41 @@ def task_need(chunk: int, itemsize: int, threads: int, gdal_cache_mb: int, input
     threads : int
         Threads per worker (tasks running at once).
     gdal_cache_mb : int
-        GDAL block cache, in MiB (``processing.gdal_cache_mb``), one per worker process.
-    input_bytes : int
-        Uncompressed size of the input band; the block cache holds no more than that.
+        GDAL block cache limit, MiB (``processing.gdal_cache_mb``).
+    window : int
+        Bytes of input blocks one chunk's read decodes (:func:`window_bytes`).
+    bands : int
+        Bytes per output pixel (1: class ids; 3, 4: RGB, RGBA colours).
+    per_pixel : int
+        Bytes per pixel the classification adds (:func:`classify_bytes`).
+    mode : bool
+        MODE overviews (``output.overview_resampling: mode``): a task joins the 2 x 2 chunks of
+        the level before that an overview chunk's windows cover into one piece
+        (:data:`MODE_JOIN`).
 
     Returns
     -------
-    int
-        Bytes: per running task a decoded chunk, its scratch copy, its class ids and an RGBA
-        look-up block, plus 1 MiB for histograms; plus the block cache and
-        :data:`RUNTIME_MARGIN`.
+    dict of str to int
+        Bytes of each part: ``decode buffer`` (each thread keeps a decoded chunk's buffer),
+        ``tasks`` (per running task its input chunk, its classification temporaries, its output
+        and :data:`TASK_OVERHEAD`; with ``mode``, at least the joining of an overview piece),
+        ``GDAL block cache`` (per running task the blocks of its window; each task closes its
+        file, which empties them; at most the cache limit) and
+        ``runtime`` (:data:`RUNTIME_MARGIN`). Results a worker holds between tasks are not
+        counted: dask spills them to disk before the worker pauses.
     """
     pixels = chunk * chunk
-    per_task = pixels * (2 * itemsize + 1 + 4) + MiB
-    return threads * per_task + min(gdal_cache_mb * MiB, input_bytes) + RUNTIME_MARGIN
+    task = pixels * max(itemsize + per_pixel + bands, MODE_JOIN * bands if mode else 0)
+    return {"decode buffer": threads * pixels * itemsize,
+            "tasks": threads * (task + TASK_OVERHEAD),
+            "GDAL block cache": min(gdal_cache_mb * MiB, threads * window),
+            "runtime": RUNTIME_MARGIN}
+
+
+def task_need(*args, **kwargs) -> int:
+    """Bytes a worker needs beyond its idle memory: the sum of :func:`need_parts` (same
+    parameters)."""
+    return sum(need_parts(*args, **kwargs).values())
 
 
 def _worker_memory(dask_worker) -> dict:

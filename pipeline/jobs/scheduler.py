@@ -27,7 +27,7 @@ except ImportError:  # older dask: the tasks need no contextvars here
 from dask.threaded import get as threaded_get
 
 from .config import Dask
-from .memory import check_workers, task_need
+from .memory import check_workers, classify_bytes, task_need, window_bytes
 from .progress import distributed_get
 from ..errors import ConfigError
 from ..scene import is_url
@@ -124,7 +124,10 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None, need_of=None) -> Iterator
     from distributed import Client, LocalCluster
 
     if cfg.scheduler == "local":
-        env = {k: str(v) for k, v in (gdal_env or {}).items()}
+        # added to dask's own (MALLOC_TRIM_THRESHOLD_, which lets a worker's freed chunks go back to
+        # the system, and one thread for the numeric libraries), not instead of them
+        env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+               **{k: str(v) for k, v in (gdal_env or {}).items()}}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
             cluster = LocalCluster(
                 n_workers=cfg.workers or 2, threads_per_worker=cfg.threads_per_worker,
@@ -201,29 +204,34 @@ def runtime(cfg) -> Iterator[None]:
 
 def _need_of(cfg):
     """``threads -> bytes`` a worker needs for ``cfg``'s passes (:func:`task_need`), from the
-    input's header (for ``bands``: 8 bytes per pixel of each band); the largest pixel type when
-    the header cannot be read (the run then fails on it with its own message)."""
-    itemsize, pixels = 8, cfg.processing.chunk ** 2
-    bands = getattr(cfg, "bands", None)
-    if bands is not None:  # a derived band: per task every band's chunk and its float values
-        itemsize = 8 * len(bands)
-        try:
-            first = next(iter(bands.values()))
-            with rasterio.open(first.path) as src:
-                pixels = src.width * src.height
-        except Exception:
-            pass
-    elif cfg.input is not None:
-        try:
-            from ..storage import gdal_path
-
-            with rasterio.open(gdal_path(cfg.input)) as src:
-                itemsize = np.dtype(src.dtypes[(cfg.band or 1) - 1]).itemsize
-                pixels = src.width * src.height
-        except Exception:
-            pass
+    input's header: pixel type, size and block shape (for ``bands``: 8 bytes per pixel of each
+    band, every band's blocks read); the largest pixel type, and a chunk's own size as the
+    blocks read, when the header cannot be read (the run then fails on it with its own
+    message)."""
     chunk, cache = cfg.processing.chunk, cfg.processing.gdal_cache_mb
-    return lambda threads: task_need(chunk, itemsize, threads, cache, pixels * itemsize)
+    itemsize, per_pixel, window = 8, classify_bytes("u", 8), chunk * chunk * 8
+    bands = getattr(cfg, "bands", None)
+    paths = [b.path for b in bands.values()] if bands is not None else [cfg.input] if cfg.input is not None else []
+    try:
+        from ..storage import gdal_path
+
+        windows = []
+        for i, path in enumerate(paths):
+            with rasterio.open(gdal_path(path)) as src:
+                index = ((bands[list(bands)[i]].band if bands is not None else cfg.band) or 1) - 1
+                dtype = np.dtype(src.dtypes[index])
+                windows.append(window_bytes(src.shape, src.block_shapes[index], chunk, dtype.itemsize))
+        if paths:
+            window = sum(windows)
+            if bands is None:
+                itemsize, per_pixel = dtype.itemsize, classify_bytes(dtype.kind, dtype.itemsize)
+            else:  # a derived band: per task every band's chunk and its float values, classified in pieces
+                itemsize, per_pixel = 8 * len(bands), 0
+    except Exception:
+        pass
+    out = {"rgb": 3, "rgba": 4}.get(getattr(cfg.output, "mode", "paletted"), 1)
+    mode = getattr(cfg.output, "overview_resampling", "nearest") == "mode"
+    return lambda threads: task_need(chunk, itemsize, threads, cache, window, out, per_pixel, mode)
 
 
 @contextmanager
