@@ -312,6 +312,9 @@ def _main(args) -> int:
         from .jobs.checksum import start_for_config
 
         start_for_config(args.config, args.overrides)  # hashes the input while the libraries import
+    from ._engine.deferred import import_dask_array
+
+    import_dask_array()  # every command reads rasters through dask.array (without its derived docstrings)
     try:
         from .jobs.config import load_config
 
