@@ -202,7 +202,23 @@ def runtime(cfg) -> Iterator[None]:
 def _need_of(cfg):
     """``threads -> bytes`` a worker needs for ``cfg``'s passes (:func:`task_need`), from the
     input's header (for ``bands``: 8 bytes per pixel of each band); the largest pixel type when
-    the header cannot be read (the run then fails on it with its own message)."""
+    the header cannot be read (the run then fails on it with its own message). The header is
+    read when the function is called (only distributed schedulers check their workers)."""
+
+    known: list[tuple[int, int]] = []
+
+    def need(threads: int) -> int:
+        if not known:
+            known.append(_pixel_size(cfg))
+        itemsize, pixels = known[0]
+        chunk, cache = cfg.processing.chunk, cfg.processing.gdal_cache_mb
+        return task_need(chunk, itemsize, threads, cache, pixels * itemsize)
+
+    return need
+
+
+def _pixel_size(cfg) -> tuple[int, int]:
+    """(bytes per pixel of a task's values, pixels of the scene) of ``cfg``'s input."""
     itemsize, pixels = 8, cfg.processing.chunk ** 2
     bands = getattr(cfg, "bands", None)
     if bands is not None:  # a derived band: per task every band's chunk and its float values
@@ -222,8 +238,7 @@ def _need_of(cfg):
                 pixels = src.width * src.height
         except Exception:
             pass
-    chunk, cache = cfg.processing.chunk, cfg.processing.gdal_cache_mb
-    return lambda threads: task_need(chunk, itemsize, threads, cache, pixels * itemsize)
+    return itemsize, pixels
 
 
 @contextmanager
