@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
 
 from .scene import Scene
 from . import kernels
@@ -217,28 +220,42 @@ def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | Non
     )
 
 
-def _first_row(row: np.ndarray) -> np.ndarray:
-    return np.array(row.reshape(-1), copy=True)
-
-
 def _plus(total: np.ndarray, row: np.ndarray) -> np.ndarray:
     return total + row.reshape(-1)  # a new array: the step may run twice (dask.distributed retries)
 
 
+def _fold(step, total: np.ndarray | None, *rows: np.ndarray) -> np.ndarray:
+    """One step of :func:`sum_blocks`: ``rows`` added to ``total`` (None: the first rows)."""
+    for row in rows:
+        total = np.array(row.reshape(-1), copy=True) if total is None else step(total, row)
+    return total
+
+
+#: rows added per step of :func:`sum_blocks`
+FOLD_ROWS = 2
+
+
 def sum_blocks(parts: da.Array, step=_plus) -> da.Array:
     """The per-block rows of :func:`reduce_blocks` (ny, nx, length) summed over the blocks:
-    (length,), in ``parts.dtype``, folded one block after another (``step(total, row)``
-    returns the new total; it must not change its arguments).
+    (length,), in ``parts.dtype``, folded in block order, :data:`FOLD_ROWS` rows per step
+    (``step(total, row)`` returns the new total; it must not change its arguments, so that a
+    step dask.distributed runs twice adds its rows once).
 
     The memory it takes does not grow with the number of blocks: the running total and the
     rows the threads finished but not yet added, a few rows whatever the scene's size. A tree
     reduction holds partial sums on every level of the tree (the levels grow with the scene),
-    and a refine pass's rows are megabytes each."""
-    blocks = parts.to_delayed(optimize_graph=False).ravel()  # the same tasks as parts' other consumers
-    total = dask.delayed(_first_row, pure=True)(blocks[0])
-    for row in blocks[1:]:
-        total = dask.delayed(step, pure=True)(total, row)
-    return da.from_delayed(total, shape=(parts.shape[-1],), dtype=parts.dtype, meta=np.empty((0,), parts.dtype))
+    and a float refine pass's rows are megabytes each."""
+    keys = list(flatten(parts.__dask_keys__()))
+    name = f"sum-blocks-{tokenize(parts, step)}"
+    layer, total = {}, None
+    for i in range(0, len(keys), FOLD_ROWS):
+        key = (f"{name}-step", i)
+        layer[key] = (_fold, step, total, *keys[i:i + FOLD_ROWS])
+        total = key
+    layer[(name, 0)] = total
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[parts])
+    return da.Array(graph, name, chunks=((parts.shape[-1],),), dtype=parts.dtype,
+                    meta=np.empty((0,), parts.dtype))
 
 
 # ------------------------------------------------------------------- the result

@@ -525,9 +525,9 @@ def test_memory_store_read_by_worker_processes(tmp_path):
 def test_sum_blocks_holds_a_few_rows_whatever_the_blocks(blocks):
     """The per-block rows of a statistics pass (65,536 bins each here, megabytes in a float
     refine pass) are folded into one total: in the order dask runs the graph (the synchronous
-    scheduler: deterministic), the rows and totals alive at once stay three however many
-    blocks the scene has (the tree reduction it replaces held 8, 11 and 14: partial sums on
-    every level); the total is numpy's."""
+    scheduler: deterministic), the rows and totals alive at once stay five (two rows per step)
+    however many blocks the scene has (the tree reduction it replaces held 8, 11 and 14:
+    partial sums on every level); the total is numpy's."""
     from pipeline.stats import RADIX, reduce_blocks, sum_blocks
 
     rng = np.random.default_rng(7)
@@ -561,4 +561,4 @@ def test_sum_blocks_holds_a_few_rows_whatever_the_blocks(blocks):
     (total,) = dask.compute(sum_blocks(parts, step), scheduler="synchronous")
     np.testing.assert_array_equal(total, np.bincount(values.reshape(-1), minlength=RADIX))
     assert x.npartitions == ny * nx
-    assert alive["most"] <= 3, alive
+    assert alive["most"] <= 5, alive
