@@ -265,8 +265,9 @@ def activate(access: "Access | Callable[[], Access] | None") -> None:
     access : Access, callable or None
         The settings; or a function that resolves them (called once, by the first
         :func:`current`: a run that touches no object storage never looks credentials up,
-        which costs botocore's import and its credential chain, about 0.3 s and up to
-        seconds where the instance-metadata lookup times out); None: from the environment.
+        which costs botocore's import and its credential chain, a few tenths of a second,
+        and botocore's timeout where the instance-metadata endpoint does not answer);
+        None: from the environment.
     """
     global _active
     with _active_lock:
