@@ -153,7 +153,8 @@ def _plus_summary(total: np.ndarray, row: np.ndarray) -> np.ndarray:
     """:func:`sum_blocks` step of :func:`block_summary_top` rows: counts add, [1] is the
     minimum, [2] the maximum."""
     row = row.reshape(-1)
-    out = total + row
+    with np.errstate(over="ignore", invalid="ignore"):  # [1] and [2] (values near float64's limits) are replaced
+        out = total + row
     out[1], out[2] = min(total[1], row[1]), max(total[2], row[2])
     return out
 
