@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
 
 from .scene import Scene
 from . import kernels
@@ -147,6 +149,16 @@ def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
     return np.array([[[v.size, v.min(), v.max()]]], dtype=np.float64)
 
 
+def _plus_summary(total: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """:func:`sum_blocks` step of :func:`block_summary_top` rows: counts add, [1] is the
+    minimum, [2] the maximum."""
+    row = row.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # [1] and [2] (values near float64's limits) are replaced
+        out = total + row
+    out[1], out[2] = min(total[1], row[1]), max(total[2], row[2])
+    return out
+
+
 def block_summary_top(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """:func:`block_summary` and the histogram of the top 16 key bits of the valid pixels
     (:func:`block_key_hist` without prefixes) in one row, float64, shape (1, 1, 3 + 65,536)."""
@@ -209,27 +221,42 @@ def reduce_blocks(x: da.Array, func, length: int, dtype, *, mask: da.Array | Non
     )
 
 
-def _as_is(x: np.ndarray, axis=None, keepdims=None) -> np.ndarray:
-    return x
+def _plus(total: np.ndarray, row: np.ndarray) -> np.ndarray:
+    return total + row.reshape(-1)  # a new array: the step may run twice (dask.distributed retries)
 
 
-def _add_rows(parts, axis=None, keepdims=False) -> np.ndarray:
-    total = None
-    for p in flatten(parts, container=list):
-        if total is None:
-            total = np.array(p, copy=True)
-        else:
-            total += p
-    return total if keepdims else total.reshape(total.shape[-1])
+def _fold(step, total: np.ndarray | None, *rows: np.ndarray) -> np.ndarray:
+    """One step of :func:`sum_blocks`: ``rows`` added to ``total`` (None: the first rows)."""
+    for row in rows:
+        total = np.array(row.reshape(-1), copy=True) if total is None else step(total, row)
+    return total
 
 
-def sum_blocks(parts: da.Array, split_every: int = 4) -> da.Array:
+#: rows added per step of :func:`sum_blocks`
+FOLD_ROWS = 2
+
+
+def sum_blocks(parts: da.Array, step=_plus) -> da.Array:
     """The per-block rows of :func:`reduce_blocks` (ny, nx, length) summed over the blocks:
-    (length,), in ``parts.dtype``. A tree of in-place additions of ``split_every`` rows per
-    task: dask's ``sum`` first concatenates up to 16 rows per task, and a refine pass's rows
-    are megabytes each."""
-    return da.reduction(parts, _as_is, _add_rows, combine=_add_rows, axis=(0, 1), dtype=parts.dtype,
-                        concatenate=False, split_every=split_every, meta=np.empty((0,), parts.dtype))
+    (length,), in ``parts.dtype``, folded in block order, :data:`FOLD_ROWS` rows per step
+    (``step(total, row)`` returns the new total; it must not change its arguments, so that a
+    step dask.distributed runs twice adds its rows once).
+
+    The memory it takes does not grow with the number of blocks: the running total and the
+    rows the threads finished but not yet added, a few rows whatever the scene's size. A tree
+    reduction holds partial sums on every level of the tree (the levels grow with the scene),
+    and a float refine pass's rows are megabytes each."""
+    keys = list(flatten(parts.__dask_keys__()))
+    name = f"sum-blocks-{tokenize(parts, step)}"
+    layer, total = {}, None
+    for i in range(0, len(keys), FOLD_ROWS):
+        key = (f"{name}-step", i)
+        layer[key] = (_fold, step, total, *keys[i:i + FOLD_ROWS])
+        total = key
+    layer[(name, 0)] = total
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[parts])
+    return da.Array(graph, name, chunks=((parts.shape[-1],),), dtype=parts.dtype,
+                    meta=np.empty((0,), parts.dtype))
 
 
 # ------------------------------------------------------------------- the result
@@ -551,17 +578,13 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
         total = sum_blocks(parts)
         return {"hist": total[:k], "masked_hist": total[k:]}
     x, nodata = scene.values()
-    if distribution:  # the summary and the top key histogram from one scan of each block
+    if distribution:  # the summary and the top key histogram from one scan of each block, folded as one row
         parts = reduce_blocks(x, block_summary_top, 3 + RADIX, np.float64, nodata=nodata)
+        total = sum_blocks(parts, _plus_summary)
+        graph = {"count": total[0], "min": total[1], "max": total[2], "top_hist": total[3:].astype(np.int64)}
     else:
         parts = reduce_blocks(x, block_summary, 3, np.float64, nodata=nodata)
-    graph = {
-        "count": parts[..., 0].sum(),
-        "min": parts[..., 1].min(),
-        "max": parts[..., 2].max(),
-    }
-    if distribution:
-        graph["top_hist"] = sum_blocks(parts[..., 3:]).astype(np.int64)
+        graph = {"count": parts[..., 0].sum(), "min": parts[..., 1].min(), "max": parts[..., 2].max()}
     rule = scene.rule
     if not scene.plain() or (scene.dtype.kind == "f" and rule.nodata):  # who removed which pixels
         removed = reduce_blocks(scene.array, block_removed, len(rule.nodata) + 3, np.float64,

@@ -31,7 +31,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import ConfigError, OutputError
 from .urls import redact, register_alias, register_secret
@@ -253,23 +253,41 @@ def resolve(endpoint_url: str | None = None, region: str | None = None, anonymou
     return Access(endpoint_url, region, anonymous, requester_pays, virtual_hosting, key, secret, token)
 
 
-_active: Access | None = None
+_active: "Access | Callable[[], Access] | None" = None
 _active_lock = threading.Lock()
 
 
-def activate(access: Access | None) -> None:
-    """Make ``access`` the client's settings for the run (fingerprints, manifests, uploads)."""
+def activate(access: "Access | Callable[[], Access] | None") -> None:
+    """Make ``access`` the client's settings for the run (fingerprints, manifests, uploads).
+
+    Parameters
+    ----------
+    access : Access, callable or None
+        The settings; or a function that resolves them (called once, by the first
+        :func:`current`: a run that touches no object storage never looks credentials up,
+        which costs botocore's import and its credential chain, a few tenths of a second,
+        and botocore's timeout where the instance-metadata endpoint does not answer);
+        None: from the environment.
+    """
     global _active
     with _active_lock:
         _active = access
 
 
 def current() -> Access:
-    """The client's active :class:`Access` (settings from the environment when none was activated)."""
+    """The client's active :class:`Access` (settings from the environment when none was activated).
+
+    Raises
+    ------
+    ConfigError
+        The activated settings name a profile that does not exist (see :func:`resolve`).
+    """
     global _active
     with _active_lock:
         if _active is None:
             _active = resolve()
+        elif not isinstance(_active, Access):  # activated lazily: resolve it now, once
+            _active = _active()
         return _active
 
 

@@ -519,3 +519,46 @@ def test_memory_store_read_by_worker_processes(tmp_path):
     np.testing.assert_array_equal(outs["threads"][0], outs["processes"][0])
     assert outs["threads"][1:] == outs["processes"][1:]
     assert not _memory_files()
+
+
+@pytest.mark.parametrize("blocks", [(4, 4), (13, 11), (20, 20)], ids=["16-blocks", "143-blocks", "400-blocks"])
+def test_sum_blocks_holds_a_few_rows_whatever_the_blocks(blocks):
+    """The per-block rows of a statistics pass (65,536 bins each here, megabytes in a float
+    refine pass) are folded into one total: in the order dask runs the graph (the synchronous
+    scheduler: deterministic), the rows and totals alive at once stay five (two rows per step)
+    however many blocks the scene has (the tree reduction it replaces held 8, 11 and 14:
+    partial sums on every level); the total is numpy's."""
+    from pipeline.stats import RADIX, reduce_blocks, sum_blocks
+
+    rng = np.random.default_rng(7)
+    ny, nx = blocks
+    values = rng.integers(0, RADIX, size=(ny * 37 - 5, nx * 41 - 3), dtype=np.uint16)  # uneven last chunks
+    x = da.from_array(values, chunks=(37, 41))
+    alive = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def track(arr: np.ndarray) -> np.ndarray:
+        with lock:
+            alive["now"] += 1
+            alive["most"] = max(alive["most"], alive["now"])
+
+        def gone():
+            with lock:
+                alive["now"] -= 1
+
+        import weakref
+
+        weakref.finalize(arr, gone)
+        return arr
+
+    def row(block):
+        return track(np.bincount(block.reshape(-1), minlength=RADIX).astype(np.int64)[None, None, :])
+
+    def step(total, r):
+        return track(total + r.reshape(-1))
+
+    parts = reduce_blocks(x, row, RADIX, np.int64)
+    (total,) = dask.compute(sum_blocks(parts, step), scheduler="synchronous")
+    np.testing.assert_array_equal(total, np.bincount(values.reshape(-1), minlength=RADIX))
+    assert x.npartitions == ny * nx
+    assert alive["most"] <= 5, alive

@@ -428,11 +428,23 @@ def run_batch(cfg: RunConfig, *, force: bool = False, dry_run: bool = False) -> 
 
     Outputs in object storage are not locked: two runs writing into one prefix at the same
     time are not protected from each other."""
-    storage.activate(cfg.storage.access())
+    activate_storage(cfg)
     try:
         return _run_batch(cfg, force, dry_run)
     finally:
         storage.unmount_all()
+
+
+def activate_storage(cfg: RunConfig) -> None:
+    """Make ``cfg.storage`` the run's object-storage settings (:func:`pipeline.storage.activate`).
+    Credentials are looked up when the run first touches object storage (its checks do, before
+    anything is locked or written), so that a run on local files never pays for the lookup;
+    settings given in the config are resolved at once, so a profile that does not exist
+    refuses the run whatever it reads."""
+    if cfg.storage.model_fields_set:
+        storage.activate(cfg.storage.access())
+    else:
+        storage.activate(cfg.storage.access)
 
 
 def _run_batch(cfg: RunConfig, force: bool, dry_run: bool) -> BatchResult:

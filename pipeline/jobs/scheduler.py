@@ -207,8 +207,26 @@ def _need_of(cfg):
     input's header: pixel type, size and block shape (for ``bands``: 8 bytes per pixel of each
     band, every band's blocks read); the largest pixel type, and a chunk's own size as the
     blocks read, when the header cannot be read (the run then fails on it with its own
-    message)."""
-    chunk, cache = cfg.processing.chunk, cfg.processing.gdal_cache_mb
+    message). The header is read when the function is first called (only distributed
+    schedulers check their workers)."""
+    known: list[tuple] = []
+
+    def need(threads: int) -> int:
+        if not known:
+            known.append(_task_shape(cfg))
+        itemsize, per_pixel, window = known[0]
+        chunk, cache = cfg.processing.chunk, cfg.processing.gdal_cache_mb
+        out = {"rgb": 3, "rgba": 4}.get(getattr(cfg.output, "mode", "paletted"), 1)
+        mode = getattr(cfg.output, "overview_resampling", "nearest") == "mode"
+        return task_need(chunk, itemsize, threads, cache, window, out, per_pixel, mode)
+
+    return need
+
+
+def _task_shape(cfg) -> tuple[int, int, int]:
+    """(bytes per pixel of a task's values, classification bytes per pixel, bytes of the input
+    blocks a chunk's read decodes) of ``cfg``'s input."""
+    chunk = cfg.processing.chunk
     itemsize, per_pixel, window = 8, classify_bytes("u", 8), chunk * chunk * 8
     bands = getattr(cfg, "bands", None)
     paths = [b.path for b in bands.values()] if bands is not None else [cfg.input] if cfg.input is not None else []
@@ -229,9 +247,7 @@ def _need_of(cfg):
                 itemsize, per_pixel = 8 * len(bands), 0
     except Exception:
         pass
-    out = {"rgb": 3, "rgba": 4}.get(getattr(cfg.output, "mode", "paletted"), 1)
-    mode = getattr(cfg.output, "overview_resampling", "nearest") == "mode"
-    return lambda threads: task_need(chunk, itemsize, threads, cache, window, out, per_pixel, mode)
+    return itemsize, per_pixel, window
 
 
 @contextmanager
