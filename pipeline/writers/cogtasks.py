@@ -1,0 +1,379 @@
+"""The COG writer's dask tasks: one fused task per full-resolution chunk, small tasks per overview chunk.
+
+**Chunk task** (:func:`chunk_task`, one per full-resolution chunk, chunks on the tile grid): looks
+the chunk up (class id -> colour, or 8/16-bit value -> class id or colour), counts its values,
+compresses its tiles, and compresses the tiles of every nearest overview level whose tile grid
+the chunk grid lines up with (the chunk's decimation is then whole tiles). For the other levels
+it returns small contiguous copies instead: its decimated pixels (``nearest``), or (``mode``)
+the level-1 pixels whose source windows lie inside the chunk plus thin strips of its border
+pixels (as wide as a window) for the windows that straddle two chunks. Full-resolution pixels
+never leave the task, so no full-resolution chunk waits in memory for another task.
+
+**Overview chunk tasks** assemble one overview chunk from those pieces and compress its tiles:
+:func:`nearest_task` pastes decimated pieces; :func:`mode1_task` pastes the chunks' level-1
+pixels and completes the straddling windows from the strips; :func:`mode_task` computes a level
+2, 4, ... chunk from the part of the level before that its windows cover (a contiguous copy).
+
+Every task returns a plain dict; the compressed tiles of a chunk go to a spool file of their
+own (local schedulers) or stay in the task's result (distributed: the client fetches them when
+it writes the file), with their sizes either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import kernels
+from .._engine.scratch import scratch
+from ..errors import OutputError
+from ..jobs.atomic import cause, final_name
+from .tiles import encode_chunk, mode_block
+
+
+@dataclass(frozen=True)
+class Encode:
+    """How a task compresses the tiles of one output chunk.
+
+    Attributes
+    ----------
+    blocksize : int
+        Tile size in pixels.
+    compression : str
+        ``zstd``, ``deflate``, ``lzw`` or ``none``.
+    level : int or None
+        Compression level (zstd, deflate).
+    """
+
+    blocksize: int
+    compression: str
+    level: int | None
+
+    def __call__(self, pixels: np.ndarray, spool: str | None) -> tuple[list[list[int]], list[list[bytes]] | None]:
+        """Compress ``pixels`` (the chunk starts on a tile boundary); returns the tiles' sizes
+        (tile row by tile row) and the tiles, or None when they went to the file ``spool``."""
+        rows = encode_chunk(pixels, self.blocksize, self.compression, self.level)
+        sizes = [[len(t) for t in row] for row in rows]
+        if spool is None:
+            return sizes, rows
+        write_spool(rows, spool)
+        return sizes, None
+
+
+def write_spool(rows: list[list[bytes]], path: str) -> None:
+    """Write a chunk's compressed tiles to ``path``, one after the other.
+
+    Raises
+    ------
+    OutputError
+        The spool file cannot be written (e.g. no space left), naming the output it is for.
+    """
+    try:
+        with open(path, "wb") as f:
+            for row in rows:
+                for t in row:
+                    f.write(t)
+    except OSError as e:
+        raise OutputError(f"{final_name(path)}: cannot write the compressed tiles ({cause(e)}); "
+                          "nothing was replaced") from None
+
+
+# ------------------------------------------------------------------ nearest decimation
+def owned(sources: np.ndarray, start: int, n: int) -> tuple[int, int]:
+    """The overview pixels ``[i0, i1)`` along one axis whose source pixel lies in ``[start, start + n)``.
+
+    Parameters
+    ----------
+    sources : ndarray of int64
+        The full-resolution pixel each overview pixel samples (increasing;
+        :func:`~pipeline.writers.tiles.nearest_sources`).
+    start, n : int
+        The chunk's first pixel and length along the axis.
+    """
+    return int(np.searchsorted(sources, start, "left")), int(np.searchsorted(sources, start + n, "left"))
+
+
+def decimated(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``block[rows][:, cols]`` as a new contiguous array (rows and columns relative to the block)."""
+    return block[np.ix_(rows, cols)]
+
+
+# ------------------------------------------------------------------------ chunk task
+@dataclass(frozen=True)
+class ModeWindows:
+    """The level-1 ``mode`` pixels one chunk computes whole, and its border strips' width.
+
+    Attributes
+    ----------
+    i0, j0 : int
+        Level-1 row and column of the first pixel whose window lies inside the chunk.
+    ys, ye, xs, xe : ndarray of int64
+        Those pixels' source windows (full-resolution rows and columns, end exclusive).
+    strip : int
+        Width of the border strips returned (the widest window, at most 4 pixels).
+    nodata : int or None
+        Skipped by the mode (0 for class ids, None for colours).
+    """
+
+    i0: int
+    j0: int
+    ys: np.ndarray
+    ye: np.ndarray
+    xs: np.ndarray
+    xe: np.ndarray
+    strip: int
+    nodata: int | None
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What :func:`chunk_task` makes of one full-resolution chunk.
+
+    Attributes
+    ----------
+    y0, x0 : int
+        The chunk's position (a tile boundary).
+    count : bool
+        Count the chunk's values (class ids).
+    encode : Encode
+        Tile size and compression.
+    direct : tuple of (int, ndarray or None, ndarray or None, str or None)
+        (level, rows, columns, spool file or None) of every level whose tiles this task
+        compresses: full resolution (rows and columns None) and the nearest overviews whose tile
+        grid the chunk grid lines up with; rows and columns: the chunk's pixels (relative to the
+        chunk) the level's pixels sample.
+    pieces : tuple of (int, ndarray, ndarray)
+        (level, rows, columns) of the nearest overviews whose decimated pixels are returned.
+    mode : ModeWindows or None
+        The level-1 ``mode`` pixels to compute (None: no mode overview).
+    """
+
+    y0: int
+    x0: int
+    count: bool
+    encode: Encode
+    direct: tuple[tuple[int, np.ndarray | None, np.ndarray | None, str | None], ...]
+    pieces: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()
+    mode: ModeWindows | None = None
+
+
+def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec) -> dict:
+    """Everything the COG needs from one full-resolution chunk.
+
+    Parameters
+    ----------
+    block : ndarray, (h, w)
+        Class ids (uint8), or with ``table`` the 8/16-bit values to look up.
+    table : ndarray, uint8, (n,) or (n, band), optional
+        Class id -> colour, or value -> class id or colour.
+    spec : ChunkSpec
+        The chunk's position and what to make.
+
+    Returns
+    -------
+    dict
+        ``tiles``: {level: (tile sizes, tiles or None)}; ``counts``: int64 (256,) or None;
+        ``near``: {level: contiguous decimated pixels}; ``mode``: (i0, j0, level-1 pixels,
+        {"top", "bottom", "left", "right": border strips}) or None.
+    """
+    if table is None:
+        pixels = block.astype(np.uint8, copy=False)
+    else:  # into this thread's buffer: these pixels never leave the task
+        pixels = kernels.lookup_block(block, table, out=scratch("cog-lookup", block.shape + table.shape[1:], table.dtype))
+    y0, x0 = spec.y0, spec.x0
+    result: dict = {"tiles": {}, "near": {}, "mode": None, "counts": None}
+    if spec.count:
+        result["counts"] = kernels.bincount_block(block, 256)[:256]
+    for level, rows, cols, spool in spec.direct:
+        part = pixels if rows is None else decimated(pixels, rows, cols)
+        result["tiles"][level] = spec.encode(part, spool)
+    for level, rows, cols in spec.pieces:
+        result["near"][level] = decimated(pixels, rows, cols)
+    m = spec.mode
+    if m is not None:
+        inner = windowed_mode(pixels, m.ys - y0, m.ye - y0, m.xs - x0, m.xe - x0, m.nodata)
+        k = m.strip
+        strips = {"top": pixels[:k].copy(), "bottom": pixels[-k:].copy(),
+                  "left": pixels[:, :k].copy(), "right": pixels[:, -k:].copy()}
+        result["mode"] = (m.i0, m.j0, inner, strips)
+    return result
+
+
+def windowed_mode(src: np.ndarray, ys, ye, xs, xe, nodata: int | None) -> np.ndarray:
+    """:func:`~pipeline.writers.tiles.mode_block`, also for no window at all (an empty result)."""
+    if len(ys) == 0 or len(xs) == 0:
+        return np.zeros((len(ys), len(xs)) + src.shape[2:], np.uint8)
+    return mode_block(src, ys, ye, xs, xe, nodata)
+
+
+def pick(result: dict, *keys):
+    """``result[k0][k1]...``: one part of a task's result (so only that part travels on)."""
+    for k in keys:
+        result = result[k]
+    return result
+
+
+def total_counts(*parts: np.ndarray) -> np.ndarray:
+    """The sum of the chunks' counts, int64 (256,)."""
+    out = np.zeros(256, np.int64)
+    for p in parts:
+        out[: p.size] += p
+    return out
+
+
+# --------------------------------------------------------------- overview chunk tasks
+@dataclass(frozen=True)
+class Region:
+    """One chunk of an overview level: rows ``[r0, r1)``, columns ``[c0, c1)``."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.r1 - self.r0, self.c1 - self.c0
+
+
+def _paste(out: np.ndarray, region: Region, i0: int, j0: int, px: np.ndarray) -> None:
+    """Copy the part of ``px`` (at level position (i0, j0)) that falls inside ``region``."""
+    r0, r1 = max(region.r0, i0), min(region.r1, i0 + px.shape[0])
+    c0, c1 = max(region.c0, j0), min(region.c1, j0 + px.shape[1])
+    if r1 > r0 and c1 > c0:
+        out[r0 - region.r0:r1 - region.r0, c0 - region.c0:c1 - region.c0] = px[r0 - i0:r1 - i0, c0 - j0:c1 - j0]
+
+
+def nearest_task(pieces: list[tuple[int, int, np.ndarray]], region: Region, bands: tuple[int, ...],
+                 encode: Encode, spool: str | None) -> dict:
+    """One chunk of a nearest overview level, pasted from the chunks' decimated pieces.
+
+    Parameters
+    ----------
+    pieces : list of (int, int, ndarray)
+        Level position and pixels of every chunk piece overlapping ``region``.
+    region : Region
+        The overview chunk.
+    bands : tuple
+        ``()`` for class ids, ``(n,)`` for n colour bands.
+    encode : Encode
+    spool : str or None
+        Where the tiles go (None: kept in the result).
+
+    Returns
+    -------
+    dict
+        ``tiles``: (tile sizes, tiles or None).
+    """
+    out = np.zeros(region.shape + bands, np.uint8)
+    for i0, j0, px in pieces:
+        _paste(out, region, i0, j0, px)
+    return {"tiles": encode(out, spool)}
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """The windows of one overview chunk's ``mode`` pixels.
+
+    Attributes
+    ----------
+    region : Region
+        The chunk, in this level's pixels.
+    ys, ye, xs, xe : ndarray of int64
+        Source windows (in the level before) of its rows and columns.
+    rows, cols : tuple of (int, int)
+        ``[start, end)`` of each source chunk row and column the windows touch (level before).
+    nodata : int or None
+        Skipped by the mode.
+    keep : bool
+        Return the chunk's pixels too (a further level is made from them).
+    """
+
+    region: Region
+    ys: np.ndarray
+    ye: np.ndarray
+    xs: np.ndarray
+    xe: np.ndarray
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
+    nodata: int | None
+    keep: bool
+
+
+def mode1_task(parts: list[list[tuple]], spec: ModeSpec, encode: Encode, spool: str | None) -> dict:
+    """One chunk of the first ``mode`` overview, from the full-resolution chunks' results.
+
+    Pixels whose window lies inside one chunk come computed from that chunk; a window that
+    straddles a chunk row (column) boundary is computed from the strips of the chunks on both
+    sides, joined into a band of contiguous full-resolution rows (columns).
+
+    Parameters
+    ----------
+    parts : list of list of tuple
+        ``chunk_task(...)["mode"]`` of the source chunks ``spec.rows`` x ``spec.cols``.
+    spec : ModeSpec
+    encode : Encode
+    spool : str or None
+
+    Returns
+    -------
+    dict
+        ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk (when ``spec.keep``).
+    """
+    region = spec.region
+    bands = parts[0][0][2].shape[2:]
+    out = np.zeros(region.shape + bands, np.uint8)
+    for row in parts:
+        for i0, j0, inner, _ in row:
+            _paste(out, region, i0, j0, inner)
+    x_start, y_start = spec.cols[0][0], spec.rows[0][0]
+    for a in range(1, len(spec.rows)):  # windows across a chunk row boundary
+        y = spec.rows[a][0]
+        sel = np.nonzero((spec.ys < y) & (spec.ye > y))[0]
+        if sel.size:
+            band = np.concatenate([np.concatenate([parts[a - 1][c][3]["bottom"], parts[a][c][3]["top"]], axis=0)
+                                   for c in range(len(spec.cols))], axis=1)
+            top = y - parts[a - 1][0][3]["bottom"].shape[0]
+            out[sel] = windowed_mode(band, spec.ys[sel] - top, spec.ye[sel] - top, spec.xs - x_start,
+                                     spec.xe - x_start, spec.nodata)
+    for c in range(1, len(spec.cols)):  # windows across a chunk column boundary
+        x = spec.cols[c][0]
+        sel = np.nonzero((spec.xs < x) & (spec.xe > x))[0]
+        if sel.size:
+            band = np.concatenate([np.concatenate([parts[a][c - 1][3]["right"], parts[a][c][3]["left"]], axis=1)
+                                   for a in range(len(spec.rows))], axis=0)
+            left = x - parts[0][c - 1][3]["right"].shape[1]
+            out[:, sel] = windowed_mode(band, spec.ys - y_start, spec.ye - y_start, spec.xs[sel] - left,
+                                        spec.xe[sel] - left, spec.nodata)
+    return _finish(out, spec.keep, encode, spool)
+
+
+def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, encode: Encode, spool: str | None) -> dict:
+    """One chunk of a ``mode`` overview after the first, from the level before.
+
+    Parameters
+    ----------
+    parts : list of list of ndarray
+        The pixels of the source chunks ``spec.rows`` x ``spec.cols`` (the level before).
+    spec : ModeSpec
+    encode : Encode
+    spool : str or None
+
+    Returns
+    -------
+    dict
+        ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk (when ``spec.keep``).
+    """
+    sy0, sy1 = int(spec.ys.min()), int(spec.ye.max())
+    sx0, sx1 = int(spec.xs.min()), int(spec.xe.max())
+    src = np.concatenate([  # only the part the windows cover, as one contiguous copy
+        np.concatenate([px[max(sy0, y0) - y0:min(sy1, y1) - y0, max(sx0, x0) - x0:min(sx1, x1) - x0]
+                        for px, (x0, x1) in zip(row, spec.cols)], axis=1)
+        for row, (y0, y1) in zip(parts, spec.rows)], axis=0)
+    out = windowed_mode(src, spec.ys - sy0, spec.ye - sy0, spec.xs - sx0, spec.xe - sx0, spec.nodata)
+    return _finish(out, spec.keep, encode, spool)
+
+
+def _finish(out: np.ndarray, keep: bool, encode: Encode, spool: str | None) -> dict:
+    return {"tiles": encode(out, spool), "pixels": out if keep else None}
