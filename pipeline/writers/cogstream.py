@@ -108,6 +108,9 @@ class _Tasks:
                         if nearest else None)
         direct = [0] + [li for li in range(1, len(factors) + 1) if nearest and self._lines_up(li)]
         windows = self._mode1_windows() if factors and not nearest else None
+        # the index arrays every chunk task slices: one shared key each, not a copy per task
+        sources_d = (dask.delayed([None] + list(zip(*self.sources)), pure=True) if nearest and factors else None)
+        windows_d = None if windows is None else dask.delayed(windows[0], pure=True)
 
         blocks = values.to_delayed(optimize_graph=False)
         table_d = None if table is None else dask.delayed(table, pure=True)
@@ -116,20 +119,19 @@ class _Tasks:
             y0, y1, x0, x1 = (int(v) for v in (*self.ybounds[i:i + 2], *self.xbounds[j:j + 2]))
             mode = None
             if windows is not None:
-                (ys, ye), (xs, xe), strip = windows
+                (ys, ye, xs, xe), strip = windows
                 (i0, i1), (j0, j1) = _inside(ys, ye, y0, y1), _inside(xs, xe, x0, x1)
-                mode = ModeWindows(i0, j0, ys[i0:i1], ye[i0:i1], xs[j0:j1], xe[j0:j1], strip, self.nodata)
-            own, pieces = [(0, None, None, self.spool_path(0, i, j))], []
+                mode = ModeWindows(i0, i1, j0, j1, strip, self.nodata)
+            own, pieces = [(0, None, self.spool_path(0, i, j))], []
             for li in range(1, len(factors) + 1) if nearest else ():
                 sy, sx = self.sources[0][li - 1], self.sources[1][li - 1]
-                (i0, i1), (j0, j1) = owned(sy, y0, y1 - y0), owned(sx, x0, x1 - x0)
-                rows, cols = sy[i0:i1] - y0, sx[j0:j1] - x0
+                box = (*owned(sy, y0, y1 - y0), *owned(sx, x0, x1 - x0))
                 if li in direct:
-                    own.append((li, rows, cols, self.spool_path(li, i, j)))
+                    own.append((li, box, self.spool_path(li, i, j)))
                 else:
-                    pieces.append((li, rows, cols))
+                    pieces.append((li, box))
             spec = ChunkSpec(y0, x0, count, encode, tuple(own), tuple(pieces), mode)
-            chunks[i, j] = dask.delayed(chunk_task, pure=True)(blocks[i, j], table_d, spec)
+            chunks[i, j] = dask.delayed(chunk_task, pure=True)(blocks[i, j], table_d, spec, sources_d, windows_d)
         self.counts = None
         if count:
             self.counts = dask.delayed(total_counts, pure=True)(*(_pick(c, "counts") for c in chunks.reshape(-1)))
@@ -182,34 +184,31 @@ class _Tasks:
         shape1 = level_shape(self.shape, self.factors[0])
         rows = gdal_row_chunk(self.shape, shape1, self.encode.blocksize, 1) if not self.bands else None
         (ys, ye), (xs, xe) = spans(self.shape[0], shape1[0], rows), spans(self.shape[1], shape1[1])
-        return (ys, ye), (xs, xe), int(max((ye - ys).max(), (xe - xs).max()))
+        return (ys, ye, xs, xe), int(max((ye - ys).max(), (xe - xs).max()))
 
     def _mode_specs(self, shape, windows, size, ybounds, xbounds, keep) -> np.ndarray:
-        (ys, ye), (xs, xe) = windows
+        ys, ye, xs, xe = windows
         regions = _regions(shape, size)
         specs = np.empty(regions.shape, object)
         for idx, reg in np.ndenumerate(regions):
-            wy = ys[reg.r0:reg.r1], ye[reg.r0:reg.r1]
-            wx = xs[reg.c0:reg.c1], xe[reg.c0:reg.c1]
-            rows = _touching(ybounds, int(wy[0].min()), int(wy[1].max()))
-            cols = _touching(xbounds, int(wx[0].min()), int(wx[1].max()))
-            specs[idx] = (ModeSpec(reg, *wy, *wx, tuple((int(ybounds[a]), int(ybounds[a + 1])) for a in rows),
+            rows = _touching(ybounds, int(ys[reg.r0:reg.r1].min()), int(ye[reg.r0:reg.r1].max()))
+            cols = _touching(xbounds, int(xs[reg.c0:reg.c1].min()), int(xe[reg.c0:reg.c1].max()))
+            specs[idx] = (ModeSpec(reg, tuple((int(ybounds[a]), int(ybounds[a + 1])) for a in rows),
                                    tuple((int(xbounds[c]), int(xbounds[c + 1])) for c in cols), self.nodata, keep),
                           rows, cols)
         return specs
 
     def _mode1(self, chunks: np.ndarray, windows) -> np.ndarray:
-        (ys, ye), (xs, xe), _ = windows
         size = self._size(2)
         shape1 = level_shape(self.shape, self.factors[0])
         parts = np.vectorize(lambda c: _pick(c, "mode"), otypes=[object])(chunks)
-        specs = self._mode_specs(shape1, ((ys, ye), (xs, xe)), size, self.ybounds, self.xbounds,
-                                 len(self.factors) > 1)
+        specs = self._mode_specs(shape1, windows[0], size, self.ybounds, self.xbounds, len(self.factors) > 1)
+        windows_d = dask.delayed(windows[0], pure=True)
         tasks = np.empty(specs.shape, object)
         for idx in np.ndindex(specs.shape):
             spec, rows, cols = specs[idx]
             tasks[idx] = dask.delayed(mode1_task, pure=True)([[parts[a, c] for c in cols] for a in rows], spec,
-                                                             self.encode, self.spool_path(1, *idx))
+                                                             windows_d, self.encode, self.spool_path(1, *idx))
         self._prev = (tasks, size)
         return self._grid(tasks)
 
@@ -218,7 +217,8 @@ class _Tasks:
         src_shape = level_shape(self.shape, self.factors[li - 2])
         shape = level_shape(self.shape, self.factors[li - 1])
         rows_at_once = gdal_row_chunk(src_shape, shape, self.encode.blocksize, 1) if not self.bands else None
-        windows = spans(src_shape[0], shape[0], rows_at_once), spans(src_shape[1], shape[1])
+        windows = (*spans(src_shape[0], shape[0], rows_at_once), *spans(src_shape[1], shape[1]))
+        windows_d = dask.delayed(windows, pure=True)
         ybounds = np.array([*range(0, src_shape[0], prev_size), src_shape[0]])
         xbounds = np.array([*range(0, src_shape[1], prev_size), src_shape[1]])
         size = max(self.encode.blocksize, prev_size // 2 // self.encode.blocksize * self.encode.blocksize)
@@ -228,7 +228,7 @@ class _Tasks:
         for idx in np.ndindex(specs.shape):
             spec, rows, cols = specs[idx]
             tasks[idx] = dask.delayed(mode_task, pure=True)([[pixels[a, c] for c in cols] for a in rows], spec,
-                                                            self.encode, self.spool_path(li, *idx))
+                                                            windows_d, self.encode, self.spool_path(li, *idx))
         self._prev = (tasks, size)
         return self._grid(tasks)
 

@@ -94,9 +94,15 @@ def owned(sources: np.ndarray, start: int, n: int) -> tuple[int, int]:
     return int(np.searchsorted(sources, start, "left")), int(np.searchsorted(sources, start + n, "left"))
 
 
-def decimated(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``block[rows][:, cols]`` as a new contiguous array (rows and columns relative to the block)."""
-    return block[np.ix_(rows, cols)]
+def decimated(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, buffer: str | None = None) -> np.ndarray:
+    """``block[rows][:, cols]`` as a contiguous array (rows and columns relative to the block):
+    a new one, or with ``buffer`` one over this thread's scratch buffers of that name (for
+    pixels that do not leave the task)."""
+    if buffer is None:
+        return block[np.ix_(rows, cols)]
+    picked = np.take(block, rows, axis=0, out=scratch(buffer + "-rows", (len(rows),) + block.shape[1:], block.dtype))
+    return np.take(picked, cols, axis=1,
+                   out=scratch(buffer, (len(rows), len(cols)) + block.shape[2:], block.dtype))
 
 
 # ------------------------------------------------------------------------ chunk task
@@ -106,10 +112,9 @@ class ModeWindows:
 
     Attributes
     ----------
-    i0, j0 : int
-        Level-1 row and column of the first pixel whose window lies inside the chunk.
-    ys, ye, xs, xe : ndarray of int64
-        Those pixels' source windows (full-resolution rows and columns, end exclusive).
+    i0, i1, j0, j1 : int
+        Level-1 rows ``[i0, i1)`` and columns ``[j0, j1)`` of the pixels whose windows lie
+        inside the chunk.
     strip : int
         Width of the border strips returned (the widest window, at most 4 pixels).
     nodata : int or None
@@ -117,11 +122,9 @@ class ModeWindows:
     """
 
     i0: int
+    i1: int
     j0: int
-    ys: np.ndarray
-    ye: np.ndarray
-    xs: np.ndarray
-    xe: np.ndarray
+    j1: int
     strip: int
     nodata: int | None
 
@@ -138,13 +141,13 @@ class ChunkSpec:
         Count the chunk's values (class ids).
     encode : Encode
         Tile size and compression.
-    direct : tuple of (int, ndarray or None, ndarray or None, str or None)
-        (level, rows, columns, spool file or None) of every level whose tiles this task
-        compresses: full resolution (rows and columns None) and the nearest overviews whose tile
-        grid the chunk grid lines up with; rows and columns: the chunk's pixels (relative to the
-        chunk) the level's pixels sample.
-    pieces : tuple of (int, ndarray, ndarray)
-        (level, rows, columns) of the nearest overviews whose decimated pixels are returned.
+    direct : tuple of (int, (int, int, int, int) or None, str or None)
+        (level, owned pixels, spool file or None) of every level whose tiles this task
+        compresses: full resolution (owned None) and the nearest overviews whose tile grid the
+        chunk grid lines up with; owned: the level's rows ``[i0, i1)`` and columns ``[j0, j1)``
+        whose source pixels the chunk holds.
+    pieces : tuple of (int, (int, int, int, int))
+        (level, owned pixels) of the nearest overviews whose decimated pixels are returned.
     mode : ModeWindows or None
         The level-1 ``mode`` pixels to compute (None: no mode overview).
     """
@@ -153,12 +156,13 @@ class ChunkSpec:
     x0: int
     count: bool
     encode: Encode
-    direct: tuple[tuple[int, np.ndarray | None, np.ndarray | None, str | None], ...]
-    pieces: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()
+    direct: tuple[tuple[int, tuple[int, int, int, int] | None, str | None], ...]
+    pieces: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()
     mode: ModeWindows | None = None
 
 
-def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec) -> dict:
+def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec, sources: list | None,
+               windows: tuple | None) -> dict:
     """Everything the COG needs from one full-resolution chunk.
 
     Parameters
@@ -169,6 +173,13 @@ def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec) -> 
         Class id -> colour, or value -> class id or colour.
     spec : ChunkSpec
         The chunk's position and what to make.
+    sources : list of (ndarray, ndarray), optional
+        Per level (index 0: full resolution, unused), the full-resolution row and column every
+        nearest overview pixel samples (:func:`~pipeline.writers.tiles.nearest_sources`); shared
+        by every chunk.
+    windows : tuple of ndarray, optional
+        ``(ys, ye, xs, xe)``: the level-1 ``mode`` windows (full-resolution rows and columns, end
+        exclusive); shared by every chunk.
 
     Returns
     -------
@@ -185,19 +196,25 @@ def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec) -> 
     result: dict = {"tiles": {}, "near": {}, "mode": None, "counts": None}
     if spec.count:
         result["counts"] = kernels.bincount_block(block, 256)[:256]
-    for level, rows, cols, spool in spec.direct:
-        part = pixels if rows is None else decimated(pixels, rows, cols)
+    for level, box, spool in spec.direct:
+        part = pixels if box is None else decimated(pixels, *_relative(sources[level], box, y0, x0), "cog-level")
         result["tiles"][level] = spec.encode(part, spool)
-    for level, rows, cols in spec.pieces:
-        result["near"][level] = decimated(pixels, rows, cols)
+    for level, box in spec.pieces:
+        result["near"][level] = decimated(pixels, *_relative(sources[level], box, y0, x0))
     m = spec.mode
     if m is not None:
-        inner = windowed_mode(pixels, m.ys - y0, m.ye - y0, m.xs - x0, m.xe - x0, m.nodata)
+        ys, ye, xs, xe = (w[a:b] for w, (a, b) in zip(windows, [(m.i0, m.i1)] * 2 + [(m.j0, m.j1)] * 2))
+        inner = windowed_mode(pixels, ys - y0, ye - y0, xs - x0, xe - x0, m.nodata)
         k = m.strip
         strips = {"top": pixels[:k].copy(), "bottom": pixels[-k:].copy(),
                   "left": pixels[:, :k].copy(), "right": pixels[:, -k:].copy()}
         result["mode"] = (m.i0, m.j0, inner, strips)
     return result
+
+
+def _relative(sources: tuple[np.ndarray, np.ndarray], box: tuple[int, int, int, int], y0: int, x0: int):
+    i0, i1, j0, j1 = box
+    return sources[0][i0:i1] - y0, sources[1][j0:j1] - x0
 
 
 def windowed_mode(src: np.ndarray, ys, ye, xs, xe, nodata: int | None) -> np.ndarray:
@@ -279,9 +296,8 @@ class ModeSpec:
     Attributes
     ----------
     region : Region
-        The chunk, in this level's pixels.
-    ys, ye, xs, xe : ndarray of int64
-        Source windows (in the level before) of its rows and columns.
+        The chunk, in this level's pixels (its source windows: the level's shared windows
+        ``(ys, ye, xs, xe)`` at ``[r0:r1]`` and ``[c0:c1]``).
     rows, cols : tuple of (int, int)
         ``[start, end)`` of each source chunk row and column the windows touch (level before).
     nodata : int or None
@@ -291,17 +307,18 @@ class ModeSpec:
     """
 
     region: Region
-    ys: np.ndarray
-    ye: np.ndarray
-    xs: np.ndarray
-    xe: np.ndarray
     rows: tuple[tuple[int, int], ...]
     cols: tuple[tuple[int, int], ...]
     nodata: int | None
     keep: bool
 
 
-def mode1_task(parts: list[list[tuple]], spec: ModeSpec, encode: Encode, spool: str | None) -> dict:
+def _windows(windows: tuple, region: Region) -> tuple[np.ndarray, ...]:
+    ys, ye, xs, xe = windows
+    return ys[region.r0:region.r1], ye[region.r0:region.r1], xs[region.c0:region.c1], xe[region.c0:region.c1]
+
+
+def mode1_task(parts: list[list[tuple]], spec: ModeSpec, windows: tuple, encode: Encode, spool: str | None) -> dict:
     """One chunk of the first ``mode`` overview, from the full-resolution chunks' results.
 
     Pixels whose window lies inside one chunk come computed from that chunk; a window that
@@ -313,6 +330,8 @@ def mode1_task(parts: list[list[tuple]], spec: ModeSpec, encode: Encode, spool: 
     parts : list of list of tuple
         ``chunk_task(...)["mode"]`` of the source chunks ``spec.rows`` x ``spec.cols``.
     spec : ModeSpec
+    windows : tuple of ndarray
+        The level's ``(ys, ye, xs, xe)``, shared by every chunk of the level.
     encode : Encode
     spool : str or None
 
@@ -322,6 +341,7 @@ def mode1_task(parts: list[list[tuple]], spec: ModeSpec, encode: Encode, spool: 
         ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk (when ``spec.keep``).
     """
     region = spec.region
+    ys, ye, xs, xe = _windows(windows, region)
     bands = parts[0][0][2].shape[2:]
     out = np.zeros(region.shape + bands, np.uint8)
     for row in parts:
@@ -330,26 +350,27 @@ def mode1_task(parts: list[list[tuple]], spec: ModeSpec, encode: Encode, spool: 
     x_start, y_start = spec.cols[0][0], spec.rows[0][0]
     for a in range(1, len(spec.rows)):  # windows across a chunk row boundary
         y = spec.rows[a][0]
-        sel = np.nonzero((spec.ys < y) & (spec.ye > y))[0]
+        sel = np.nonzero((ys < y) & (ye > y))[0]
         if sel.size:
             band = np.concatenate([np.concatenate([parts[a - 1][c][3]["bottom"], parts[a][c][3]["top"]], axis=0)
                                    for c in range(len(spec.cols))], axis=1)
             top = y - parts[a - 1][0][3]["bottom"].shape[0]
-            out[sel] = windowed_mode(band, spec.ys[sel] - top, spec.ye[sel] - top, spec.xs - x_start,
-                                     spec.xe - x_start, spec.nodata)
+            out[sel] = windowed_mode(band, ys[sel] - top, ye[sel] - top, xs - x_start,
+                                     xe - x_start, spec.nodata)
     for c in range(1, len(spec.cols)):  # windows across a chunk column boundary
         x = spec.cols[c][0]
-        sel = np.nonzero((spec.xs < x) & (spec.xe > x))[0]
+        sel = np.nonzero((xs < x) & (xe > x))[0]
         if sel.size:
             band = np.concatenate([np.concatenate([parts[a][c - 1][3]["right"], parts[a][c][3]["left"]], axis=1)
                                    for a in range(len(spec.rows))], axis=0)
             left = x - parts[0][c - 1][3]["right"].shape[1]
-            out[:, sel] = windowed_mode(band, spec.ys - y_start, spec.ye - y_start, spec.xs[sel] - left,
-                                        spec.xe[sel] - left, spec.nodata)
+            out[:, sel] = windowed_mode(band, ys - y_start, ye - y_start, xs[sel] - left,
+                                        xe[sel] - left, spec.nodata)
     return _finish(out, spec.keep, encode, spool)
 
 
-def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, encode: Encode, spool: str | None) -> dict:
+def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, windows: tuple, encode: Encode,
+              spool: str | None) -> dict:
     """One chunk of a ``mode`` overview after the first, from the level before.
 
     Parameters
@@ -357,6 +378,8 @@ def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, encode: Encode, spo
     parts : list of list of ndarray
         The pixels of the source chunks ``spec.rows`` x ``spec.cols`` (the level before).
     spec : ModeSpec
+    windows : tuple of ndarray
+        The level's ``(ys, ye, xs, xe)``, shared by every chunk of the level.
     encode : Encode
     spool : str or None
 
@@ -365,13 +388,14 @@ def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, encode: Encode, spo
     dict
         ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk (when ``spec.keep``).
     """
-    sy0, sy1 = int(spec.ys.min()), int(spec.ye.max())
-    sx0, sx1 = int(spec.xs.min()), int(spec.xe.max())
+    ys, ye, xs, xe = _windows(windows, spec.region)
+    sy0, sy1 = int(ys.min()), int(ye.max())
+    sx0, sx1 = int(xs.min()), int(xe.max())
     src = np.concatenate([  # only the part the windows cover, as one contiguous copy
         np.concatenate([px[max(sy0, y0) - y0:min(sy1, y1) - y0, max(sx0, x0) - x0:min(sx1, x1) - x0]
                         for px, (x0, x1) in zip(row, spec.cols)], axis=1)
         for row, (y0, y1) in zip(parts, spec.rows)], axis=0)
-    out = windowed_mode(src, spec.ys - sy0, spec.ye - sy0, spec.xs - sx0, spec.xe - sx0, spec.nodata)
+    out = windowed_mode(src, ys - sy0, ye - sy0, xs - sx0, xe - sx0, spec.nodata)
     return _finish(out, spec.keep, encode, spool)
 
 

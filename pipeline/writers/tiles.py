@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._engine.scratch import scratch
+
 #: TIFF Compression tag values
 COMPRESSION_CODES = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
 
@@ -218,18 +220,20 @@ def encode_chunk(block: np.ndarray, blocksize: int, compression: str, level: int
     enc = encoder(compression, level)
     b = blocksize
     h, w = block.shape[:2]
-    tile = np.zeros((b, b) + block.shape[2:], np.uint8)
+    tile = scratch("cog-tile", (b, b) + block.shape[2:], np.uint8)  # this thread's: never returned
     rows = []
     for r0 in range(0, h, b):
         row = []
         for c0 in range(0, w, b):
             part = block[r0:r0 + b, c0:c0 + b]
-            if part.shape[:2] == (b, b):
-                data = np.ascontiguousarray(part)
-            else:
+            if part.shape[:2] != (b, b):
                 tile[...] = 0
                 tile[: part.shape[0], : part.shape[1]] = part
-                data = tile
-            row.append(enc(data.data if data.flags.c_contiguous else data.tobytes()))
+            elif part.flags.c_contiguous:
+                row.append(enc(part.data))
+                continue
+            else:
+                tile[...] = part
+            row.append(enc(tile.data))
         rows.append(row)
     return rows
