@@ -1,7 +1,8 @@
 """Compare two source trees of sceneclass on the same runs, alternating, in one process tree.
 
 Each run is ``python -m pipeline run CONFIG --no-progress`` with ``PYTHONPATH`` set to one
-tree; wall time and the run's peak RSS (``wait4``'s ``ru_maxrss``) are recorded. Rounds
+tree; wall time, CPU time (user + system) and the run's peak RSS (``wait4``'s ``ru_maxrss``)
+are recorded. Rounds
 alternate the trees (A B, then B A, ...), so both see the same machine load; the table gives
 medians and the B/A ratios per case.
 
@@ -33,7 +34,7 @@ def config(scene: Path, out: Path, kind: str) -> dict:
     return cfg
 
 
-def run_once(tree: Path, cfg_path: Path) -> tuple[float, float]:
+def run_once(tree: Path, cfg_path: Path) -> tuple[float, float, float]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(cfg_path), "--no-progress", "--force", "-q"],
@@ -44,7 +45,7 @@ def run_once(tree: Path, cfg_path: Path) -> tuple[float, float]:
     proc.stderr.close()
     if status != 0:
         raise SystemExit(f"{tree} {cfg_path}: exit status {status}: {err}")
-    return wall, usage.ru_maxrss / 1024.0  # MiB
+    return wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime  # s, MiB, CPU s
 
 
 def main() -> int:
@@ -69,15 +70,17 @@ def main() -> int:
                 order = [0, 1] if r % 2 == 0 else [1, 0]
                 for t in order:
                     path = args.workdir / f"t{t}" / f"{scene.stem}_{kind}.json"
-                    wall, rss = run_once(args.trees[t], path)
-                    results.setdefault(case, {}).setdefault(t, []).append((wall, rss))
-                    print(f"{case} tree {'AB'[t]} round {r}: {wall:.2f} s, {rss:.0f} MiB", file=sys.stderr, flush=True)
-    print(f"| case | A wall s | A peak MiB | B wall s | B peak MiB | B/A wall |")
-    print("|---|---|---|---|---|---|")
+                    wall, rss, cpu = run_once(args.trees[t], path)
+                    results.setdefault(case, {}).setdefault(t, []).append((wall, rss, cpu))
+                    print(f"{case} tree {'AB'[t]} round {r}: {wall:.2f} s, {rss:.0f} MiB, CPU {cpu:.2f} s",
+                          file=sys.stderr, flush=True)
+    print("| case | A wall s | A CPU s | A peak MiB | B wall s | B CPU s | B peak MiB | B/A wall | B/A CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case, by in results.items():
         a = [statistics.median(x) for x in zip(*by[0])]
         b = [statistics.median(x) for x in zip(*by[1])]
-        print(f"| {case} | {a[0]:.2f} | {a[1]:.0f} | {b[0]:.2f} | {b[1]:.0f} | {b[0] / a[0]:.2f} |")
+        print(f"| {case} | {a[0]:.2f} | {a[2]:.2f} | {a[1]:.0f} | {b[0]:.2f} | {b[2]:.2f} | {b[1]:.0f} | "
+              f"{b[0] / a[0]:.2f} | {b[2] / a[2]:.2f} |")
     return 0
 
 

@@ -129,8 +129,8 @@ class _Tasks:
                 if li in direct:
                     own.append((li, box, self.spool_path(li, i, j)))
                 else:
-                    pieces.append((li, box))
-            spec = ChunkSpec(y0, x0, count, encode, tuple(own), tuple(pieces), mode)
+                    pieces.append((li, box, self.stash_path(f"near{li}", i, j)))
+            spec = ChunkSpec(y0, x0, count, encode, tuple(own), tuple(pieces), mode, self.stash_path("mode", i, j))
             chunks[i, j] = dask.delayed(chunk_task, pure=True)(blocks[i, j], table_d, spec, sources_d, windows_d)
         self.counts = None
         if count:
@@ -150,6 +150,10 @@ class _Tasks:
     def spool_path(self, li: int, i: int, j: int) -> str | None:
         """The spool file of level ``li``'s chunk (i, j) (None on a distributed scheduler)."""
         return None if self.spool is None else str(self.spool / f"{li}_{i}_{j}")
+
+    def stash_path(self, what: str, i: int, j: int) -> str | None:
+        """The file that hands pixels ``what`` of chunk (i, j) on (None on a distributed scheduler)."""
+        return None if self.spool is None else str(self.spool / f"{what}_{i}_{j}.npz")
 
     def _lines_up(self, li: int) -> bool:
         """Whether every chunk's nearest pixels of level ``li`` start on that level's tile grid."""
@@ -186,7 +190,7 @@ class _Tasks:
         (ys, ye), (xs, xe) = spans(self.shape[0], shape1[0], rows), spans(self.shape[1], shape1[1])
         return (ys, ye, xs, xe), int(max((ye - ys).max(), (xe - xs).max()))
 
-    def _mode_specs(self, shape, windows, size, ybounds, xbounds, keep) -> np.ndarray:
+    def _mode_specs(self, li, shape, windows, size, ybounds, xbounds, keep) -> np.ndarray:
         ys, ye, xs, xe = windows
         regions = _regions(shape, size)
         specs = np.empty(regions.shape, object)
@@ -194,7 +198,8 @@ class _Tasks:
             rows = _touching(ybounds, int(ys[reg.r0:reg.r1].min()), int(ye[reg.r0:reg.r1].max()))
             cols = _touching(xbounds, int(xs[reg.c0:reg.c1].min()), int(xe[reg.c0:reg.c1].max()))
             specs[idx] = (ModeSpec(reg, tuple((int(ybounds[a]), int(ybounds[a + 1])) for a in rows),
-                                   tuple((int(xbounds[c]), int(xbounds[c + 1])) for c in cols), self.nodata, keep),
+                                   tuple((int(xbounds[c]), int(xbounds[c + 1])) for c in cols), self.nodata, keep,
+                                   self.stash_path(f"level{li}", *idx) if keep else None),
                           rows, cols)
         return specs
 
@@ -202,7 +207,7 @@ class _Tasks:
         size = self._size(2)
         shape1 = level_shape(self.shape, self.factors[0])
         parts = np.vectorize(lambda c: _pick(c, "mode"), otypes=[object])(chunks)
-        specs = self._mode_specs(shape1, windows[0], size, self.ybounds, self.xbounds, len(self.factors) > 1)
+        specs = self._mode_specs(1, shape1, windows[0], size, self.ybounds, self.xbounds, len(self.factors) > 1)
         windows_d = dask.delayed(windows[0], pure=True)
         tasks = np.empty(specs.shape, object)
         for idx in np.ndindex(specs.shape):
@@ -222,7 +227,7 @@ class _Tasks:
         ybounds = np.array([*range(0, src_shape[0], prev_size), src_shape[0]])
         xbounds = np.array([*range(0, src_shape[1], prev_size), src_shape[1]])
         size = max(self.encode.blocksize, prev_size // 2 // self.encode.blocksize * self.encode.blocksize)
-        specs = self._mode_specs(shape, windows, size, ybounds, xbounds, li < len(self.factors))
+        specs = self._mode_specs(li, shape, windows, size, ybounds, xbounds, li < len(self.factors))
         pixels = np.vectorize(lambda t: _pick(t, "pixels"), otypes=[object])(prev_tasks)
         tasks = np.empty(specs.shape, object)
         for idx in np.ndindex(specs.shape):

@@ -79,6 +79,42 @@ def write_spool(rows: list[list[bytes]], path: str) -> None:
                           "nothing was replaced") from None
 
 
+@dataclass(frozen=True)
+class Stashed:
+    """Pixels handed from one task to another through a file (``numpy.savez``) in the spool folder."""
+
+    path: str
+
+
+def stash(arrays: dict[str, np.ndarray], path: str | None):
+    """Hand ``arrays`` on: as they are (``path`` None: distributed, they wait in the worker's
+    memory), or written to ``path`` (local schedulers: whatever order the tasks run in, pixels
+    waiting for their overview task take disk, not memory).
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written (e.g. no space left), naming the output it is for.
+    """
+    if path is None:
+        return arrays
+    try:
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    except OSError as e:
+        raise OutputError(f"{final_name(path)}: cannot write the overview pixels ({cause(e)}); "
+                          "nothing was replaced") from None
+    return Stashed(path)
+
+
+def unstash(handed) -> dict[str, np.ndarray]:
+    """The arrays :func:`stash` handed on."""
+    if not isinstance(handed, Stashed):
+        return handed
+    with np.load(handed.path) as f:
+        return {k: f[k] for k in f.files}
+
+
 # ------------------------------------------------------------------ nearest decimation
 def owned(sources: np.ndarray, start: int, n: int) -> tuple[int, int]:
     """The overview pixels ``[i0, i1)`` along one axis whose source pixel lies in ``[start, start + n)``.
@@ -146,10 +182,13 @@ class ChunkSpec:
         compresses: full resolution (owned None) and the nearest overviews whose tile grid the
         chunk grid lines up with; owned: the level's rows ``[i0, i1)`` and columns ``[j0, j1)``
         whose source pixels the chunk holds.
-    pieces : tuple of (int, (int, int, int, int))
-        (level, owned pixels) of the nearest overviews whose decimated pixels are returned.
+    pieces : tuple of (int, (int, int, int, int), str or None)
+        (level, owned pixels, stash file or None) of the nearest overviews whose decimated
+        pixels are handed on (:func:`stash`).
     mode : ModeWindows or None
         The level-1 ``mode`` pixels to compute (None: no mode overview).
+    mode_stash : str or None
+        Where they are handed on (:func:`stash`).
     """
 
     y0: int
@@ -157,8 +196,9 @@ class ChunkSpec:
     count: bool
     encode: Encode
     direct: tuple[tuple[int, tuple[int, int, int, int] | None, str | None], ...]
-    pieces: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()
+    pieces: tuple[tuple[int, tuple[int, int, int, int], str | None], ...] = ()
     mode: ModeWindows | None = None
+    mode_stash: str | None = None
 
 
 def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec, sources: list | None,
@@ -185,8 +225,8 @@ def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec, sou
     -------
     dict
         ``tiles``: {level: (tile sizes, tiles or None)}; ``counts``: int64 (256,) or None;
-        ``near``: {level: contiguous decimated pixels}; ``mode``: (i0, j0, level-1 pixels,
-        {"top", "bottom", "left", "right": border strips}) or None.
+        ``near``: {level: stashed {"px": contiguous decimated pixels}}; ``mode``: (i0, j0,
+        stashed {"inner": level-1 pixels, "top", "bottom", "left", "right": border strips}) or None.
     """
     if table is None:
         pixels = block.astype(np.uint8, copy=False)
@@ -199,8 +239,8 @@ def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec, sou
     for level, box, spool in spec.direct:
         part = pixels if box is None else decimated(pixels, *_relative(sources[level], box, y0, x0), "cog-level")
         result["tiles"][level] = spec.encode(part, spool)
-    for level, box in spec.pieces:
-        result["near"][level] = decimated(pixels, *_relative(sources[level], box, y0, x0))
+    for level, box, path in spec.pieces:
+        result["near"][level] = stash({"px": decimated(pixels, *_relative(sources[level], box, y0, x0))}, path)
     m = spec.mode
     if m is not None:
         ys, ye, xs, xe = (w[a:b] for w, (a, b) in zip(windows, [(m.i0, m.i1)] * 2 + [(m.j0, m.j1)] * 2))
@@ -208,7 +248,7 @@ def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec, sou
         k = m.strip
         strips = {"top": pixels[:k].copy(), "bottom": pixels[-k:].copy(),
                   "left": pixels[:, :k].copy(), "right": pixels[:, -k:].copy()}
-        result["mode"] = (m.i0, m.j0, inner, strips)
+        result["mode"] = (m.i0, m.j0, stash({"inner": inner, **strips}, spec.mode_stash))
     return result
 
 
@@ -268,7 +308,7 @@ def nearest_task(pieces: list[tuple[int, int, np.ndarray]], region: Region, band
 
     Parameters
     ----------
-    pieces : list of (int, int, ndarray)
+    pieces : list of (int, int, stashed pixels)
         Level position and pixels of every chunk piece overlapping ``region``.
     region : Region
         The overview chunk.
@@ -285,7 +325,7 @@ def nearest_task(pieces: list[tuple[int, int, np.ndarray]], region: Region, band
     """
     out = np.zeros(region.shape + bands, np.uint8)
     for i0, j0, px in pieces:
-        _paste(out, region, i0, j0, px)
+        _paste(out, region, i0, j0, unstash(px)["px"])
     return {"tiles": encode(out, spool)}
 
 
@@ -303,7 +343,9 @@ class ModeSpec:
     nodata : int or None
         Skipped by the mode.
     keep : bool
-        Return the chunk's pixels too (a further level is made from them).
+        Hand the chunk's pixels on too (a further level is made from them).
+    stash : str or None
+        Where they are handed on (:func:`stash`).
     """
 
     region: Region
@@ -311,6 +353,7 @@ class ModeSpec:
     cols: tuple[tuple[int, int], ...]
     nodata: int | None
     keep: bool
+    stash: str | None = None
 
 
 def _windows(windows: tuple, region: Region) -> tuple[np.ndarray, ...]:
@@ -338,35 +381,36 @@ def mode1_task(parts: list[list[tuple]], spec: ModeSpec, windows: tuple, encode:
     Returns
     -------
     dict
-        ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk (when ``spec.keep``).
+        ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk, stashed (when ``spec.keep``).
     """
     region = spec.region
     ys, ye, xs, xe = _windows(windows, region)
-    bands = parts[0][0][2].shape[2:]
+    parts = [[(i0, j0, unstash(px)) for i0, j0, px in row] for row in parts]
+    bands = parts[0][0][2]["inner"].shape[2:]
     out = np.zeros(region.shape + bands, np.uint8)
     for row in parts:
-        for i0, j0, inner, _ in row:
-            _paste(out, region, i0, j0, inner)
+        for i0, j0, px in row:
+            _paste(out, region, i0, j0, px["inner"])
     x_start, y_start = spec.cols[0][0], spec.rows[0][0]
     for a in range(1, len(spec.rows)):  # windows across a chunk row boundary
         y = spec.rows[a][0]
         sel = np.nonzero((ys < y) & (ye > y))[0]
         if sel.size:
-            band = np.concatenate([np.concatenate([parts[a - 1][c][3]["bottom"], parts[a][c][3]["top"]], axis=0)
+            band = np.concatenate([np.concatenate([parts[a - 1][c][2]["bottom"], parts[a][c][2]["top"]], axis=0)
                                    for c in range(len(spec.cols))], axis=1)
-            top = y - parts[a - 1][0][3]["bottom"].shape[0]
+            top = y - parts[a - 1][0][2]["bottom"].shape[0]
             out[sel] = windowed_mode(band, ys[sel] - top, ye[sel] - top, xs - x_start,
                                      xe - x_start, spec.nodata)
     for c in range(1, len(spec.cols)):  # windows across a chunk column boundary
         x = spec.cols[c][0]
         sel = np.nonzero((xs < x) & (xe > x))[0]
         if sel.size:
-            band = np.concatenate([np.concatenate([parts[a][c - 1][3]["right"], parts[a][c][3]["left"]], axis=1)
+            band = np.concatenate([np.concatenate([parts[a][c - 1][2]["right"], parts[a][c][2]["left"]], axis=1)
                                    for a in range(len(spec.rows))], axis=0)
-            left = x - parts[0][c - 1][3]["right"].shape[1]
+            left = x - parts[0][c - 1][2]["right"].shape[1]
             out[:, sel] = windowed_mode(band, ys - y_start, ye - y_start, xs[sel] - left,
                                         xe[sel] - left, spec.nodata)
-    return _finish(out, spec.keep, encode, spool)
+    return _finish(out, spec, encode, spool)
 
 
 def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, windows: tuple, encode: Encode,
@@ -375,7 +419,7 @@ def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, windows: tuple, enc
 
     Parameters
     ----------
-    parts : list of list of ndarray
+    parts : list of list of stashed pixels
         The pixels of the source chunks ``spec.rows`` x ``spec.cols`` (the level before).
     spec : ModeSpec
     windows : tuple of ndarray
@@ -386,18 +430,18 @@ def mode_task(parts: list[list[np.ndarray]], spec: ModeSpec, windows: tuple, enc
     Returns
     -------
     dict
-        ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk (when ``spec.keep``).
+        ``tiles``: (tile sizes, tiles or None); ``pixels``: the chunk, stashed (when ``spec.keep``).
     """
     ys, ye, xs, xe = _windows(windows, spec.region)
     sy0, sy1 = int(ys.min()), int(ye.max())
     sx0, sx1 = int(xs.min()), int(xe.max())
     src = np.concatenate([  # only the part the windows cover, as one contiguous copy
-        np.concatenate([px[max(sy0, y0) - y0:min(sy1, y1) - y0, max(sx0, x0) - x0:min(sx1, x1) - x0]
+        np.concatenate([unstash(px)["px"][max(sy0, y0) - y0:min(sy1, y1) - y0, max(sx0, x0) - x0:min(sx1, x1) - x0]
                         for px, (x0, x1) in zip(row, spec.cols)], axis=1)
         for row, (y0, y1) in zip(parts, spec.rows)], axis=0)
     out = windowed_mode(src, ys - sy0, ye - sy0, xs - sx0, xe - sx0, spec.nodata)
-    return _finish(out, spec.keep, encode, spool)
+    return _finish(out, spec, encode, spool)
 
 
-def _finish(out: np.ndarray, keep: bool, encode: Encode, spool: str | None) -> dict:
-    return {"tiles": encode(out, spool), "pixels": out if keep else None}
+def _finish(out: np.ndarray, spec: ModeSpec, encode: Encode, spool: str | None) -> dict:
+    return {"tiles": encode(out, spool), "pixels": stash({"px": out}, spec.stash) if spec.keep else None}
