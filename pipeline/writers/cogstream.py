@@ -31,6 +31,9 @@ from typing import BinaryIO, Callable
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from ..jobs.config import Output
 from ..jobs.progress import follow_futures
@@ -92,8 +95,9 @@ def _inside(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> tuple[int
 
 
 class _Tasks:
-    """The lazy tasks of one COG: per level, a grid of delayed ``(tile sizes, tiles or None)``
-    (tile rows per output chunk), and the class counts."""
+    """The tasks of one COG: per level, a grid of task keys giving ``(tile sizes, tiles or None)``
+    (tile rows per output chunk), and the key of the class counts (:meth:`delayed` makes them
+    computable)."""
 
     def __init__(self, values: da.Array, table: np.ndarray | None, shape: tuple[int, int], factors: list[int],
                  resampling: str, encode: Encode, count: bool, spool: Path | None):
@@ -109,11 +113,16 @@ class _Tasks:
         direct = [0] + [li for li in range(1, len(factors) + 1) if nearest and self._lines_up(li)]
         windows = self._mode1_windows() if factors and not nearest else None
         # the index arrays every chunk task slices: one shared key each, not a copy per task
-        sources_d = (dask.delayed([None] + list(zip(*self.sources)), pure=True) if nearest and factors else None)
-        windows_d = None if windows is None else dask.delayed(windows[0], pure=True)
+        # one graph built as a plain mapping (dask.delayed per task costs seconds on a 16x scene)
+        self._values, self._layer = values, {}
+        self._name = f"sceneclass-cog-{tokenize(values.name, table, shape, factors, resampling, encode, count, spool)}"
+        sources_d = (self._data([None] + [list(p) for p in zip(*self.sources)]) if nearest and factors else None)
+        windows_d = None if windows is None else self._data(list(windows[0]))
 
-        blocks = values.to_delayed(optimize_graph=False)
-        table_d = None if table is None else dask.delayed(table, pure=True)
+        blocks = np.empty((len(self.ybounds) - 1, len(self.xbounds) - 1), object)
+        for key in (k for row in values.__dask_keys__() for k in row):
+            blocks[key[1], key[2]] = key
+        table_d = None if table is None else self._data(table)
         chunks = np.empty(blocks.shape, object)
         for i, j in np.ndindex(blocks.shape):
             y0, y1, x0, x1 = (int(v) for v in (*self.ybounds[i:i + 2], *self.xbounds[j:j + 2]))
@@ -131,21 +140,47 @@ class _Tasks:
                 else:
                     pieces.append((li, box, self.stash_path(f"near{li}", i, j)))
             spec = ChunkSpec(y0, x0, count, encode, tuple(own), tuple(pieces), mode, self.stash_path("mode", i, j))
-            chunks[i, j] = dask.delayed(chunk_task, pure=True)(blocks[i, j], table_d, spec, sources_d, windows_d)
+            chunks[i, j] = self._task(chunk_task, blocks[i, j], table_d, spec, sources_d, windows_d)
         self.counts = None
         if count:
-            self.counts = dask.delayed(total_counts, pure=True)(*(_pick(c, "counts") for c in chunks.reshape(-1)))
+            self.counts = self._task(total_counts, *(self._task(pick, c, "counts") for c in chunks.reshape(-1)))
 
         self.levels: list[np.ndarray] = []
         for li in range(len(factors) + 1):
             if li in direct:
-                self.levels.append(np.vectorize(lambda c, li=li: _pick(c, "tiles", li), otypes=[object])(chunks))
+                self.levels.append(self._each(chunks, "tiles", li))
             elif nearest:
                 self.levels.append(self._nearest(chunks, li))
             elif li == 1:
                 self.levels.append(self._mode1(chunks, windows))
             else:
                 self.levels.append(self._mode(li))
+
+    def _task(self, func, *args) -> tuple:
+        """Add ``func(*args)`` to the graph (keys in ``args``, also inside lists, stand for their
+        results); returns its key."""
+        key = (self._name, len(self._layer))
+        self._layer[key] = (func, *args)
+        return key
+
+    def _data(self, obj) -> tuple:
+        """Add a value shared by many tasks to the graph (one key, not a copy per task)."""
+        key = (self._name, len(self._layer))
+        self._layer[key] = obj
+        return key
+
+    def _each(self, keys: np.ndarray, *path) -> np.ndarray:
+        """``pick(result, *path)`` of every task in ``keys`` (so only that part travels on)."""
+        out = np.empty(keys.shape, object)
+        for idx, k in np.ndenumerate(keys):
+            out[idx] = self._task(pick, k, *path)
+        return out
+
+    def delayed(self, key) -> Delayed:
+        """The result of ``key`` as a dask Delayed (every key shares one graph)."""
+        if not hasattr(self, "_graph"):
+            self._graph = HighLevelGraph.from_collections(self._name, self._layer, dependencies=[self._values])
+        return Delayed(key, self._graph, layer=self._name)
 
     def spool_path(self, li: int, i: int, j: int) -> str | None:
         """The spool file of level ``li``'s chunk (i, j) (None on a distributed scheduler)."""
@@ -167,21 +202,20 @@ class _Tasks:
         return max(b, self.chunk // factor // b * b)
 
     def _grid(self, tasks: np.ndarray) -> np.ndarray:
-        return np.vectorize(lambda t: _pick(t, "tiles"), otypes=[object])(tasks)
+        return self._each(tasks, "tiles")
 
     def _nearest(self, chunks: np.ndarray, li: int) -> np.ndarray:
         f = self.factors[li - 1]
         oy = [owned(self.sources[0][li - 1], int(y0), int(y1 - y0)) for y0, y1 in zip(self.ybounds, self.ybounds[1:])]
         ox = [owned(self.sources[1][li - 1], int(x0), int(x1 - x0)) for x0, x1 in zip(self.xbounds, self.xbounds[1:])]
-        near = np.vectorize(lambda c: _pick(c, "near", li), otypes=[object])(chunks)
+        near = self._each(chunks, "near", li)
         regions = _regions(level_shape(self.shape, f), self._size(f))
         tasks = np.empty(regions.shape, object)
         for idx, reg in np.ndenumerate(regions):
-            pieces = [(oy[i][0], ox[j][0], near[i, j])
+            pieces = [[oy[i][0], ox[j][0], near[i, j]]
                       for i in range(len(oy)) if oy[i][0] < reg.r1 and oy[i][1] > reg.r0
                       for j in range(len(ox)) if ox[j][0] < reg.c1 and ox[j][1] > reg.c0]
-            tasks[idx] = dask.delayed(nearest_task, pure=True)(pieces, reg, self.bands, self.encode,
-                                                               self.spool_path(li, *idx))
+            tasks[idx] = self._task(nearest_task, pieces, reg, self.bands, self.encode, self.spool_path(li, *idx))
         return self._grid(tasks)
 
     def _mode1_windows(self):
@@ -206,14 +240,14 @@ class _Tasks:
     def _mode1(self, chunks: np.ndarray, windows) -> np.ndarray:
         size = self._size(2)
         shape1 = level_shape(self.shape, self.factors[0])
-        parts = np.vectorize(lambda c: _pick(c, "mode"), otypes=[object])(chunks)
+        parts = self._each(chunks, "mode")
         specs = self._mode_specs(1, shape1, windows[0], size, self.ybounds, self.xbounds, len(self.factors) > 1)
-        windows_d = dask.delayed(windows[0], pure=True)
+        windows_d = self._data(list(windows[0]))
         tasks = np.empty(specs.shape, object)
         for idx in np.ndindex(specs.shape):
             spec, rows, cols = specs[idx]
-            tasks[idx] = dask.delayed(mode1_task, pure=True)([[parts[a, c] for c in cols] for a in rows], spec,
-                                                             windows_d, self.encode, self.spool_path(1, *idx))
+            tasks[idx] = self._task(mode1_task, [[parts[a, c] for c in cols] for a in rows], spec, windows_d,
+                                    self.encode, self.spool_path(1, *idx))
         self._prev = (tasks, size)
         return self._grid(tasks)
 
@@ -223,23 +257,21 @@ class _Tasks:
         shape = level_shape(self.shape, self.factors[li - 1])
         rows_at_once = gdal_row_chunk(src_shape, shape, self.encode.blocksize, 1) if not self.bands else None
         windows = (*spans(src_shape[0], shape[0], rows_at_once), *spans(src_shape[1], shape[1]))
-        windows_d = dask.delayed(windows, pure=True)
+        windows_d = self._data(list(windows))
         ybounds = np.array([*range(0, src_shape[0], prev_size), src_shape[0]])
         xbounds = np.array([*range(0, src_shape[1], prev_size), src_shape[1]])
         size = max(self.encode.blocksize, prev_size // 2 // self.encode.blocksize * self.encode.blocksize)
         specs = self._mode_specs(li, shape, windows, size, ybounds, xbounds, li < len(self.factors))
-        pixels = np.vectorize(lambda t: _pick(t, "pixels"), otypes=[object])(prev_tasks)
+        pixels = self._each(prev_tasks, "pixels")
         tasks = np.empty(specs.shape, object)
         for idx in np.ndindex(specs.shape):
             spec, rows, cols = specs[idx]
-            tasks[idx] = dask.delayed(mode_task, pure=True)([[pixels[a, c] for c in cols] for a in rows], spec,
-                                                            windows_d, self.encode, self.spool_path(li, *idx))
+            tasks[idx] = self._task(mode_task, [[pixels[a, c] for c in cols] for a in rows], spec, windows_d,
+                                    self.encode, self.spool_path(li, *idx))
         self._prev = (tasks, size)
         return self._grid(tasks)
 
 
-def _pick(task, *keys):
-    return dask.delayed(pick, pure=True)(task, *keys)
 
 
 # ------------------------------------------------------------------ where tiles wait
@@ -351,9 +383,10 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
         if client is None:
             tmp = Path(tempfile.mkdtemp(prefix="sceneclass-tiles-")) if spool is None else spool
         tasks = _Tasks(values, table, shape, factors, out.overview_resampling, encode, count, tmp)
-        flat = [d for g in tasks.levels for d in g.reshape(-1)]
+        flat = [tasks.delayed(k) for g in tasks.levels for k in g.reshape(-1)]
+        counts_d = None if tasks.counts is None else tasks.delayed(tasks.counts)
         if client is None:
-            counts, results = dask.compute(tasks.counts, flat)
+            counts, results = dask.compute(counts_d, flat)
             sizes_flat = [r[0] for r in results]
             handles = []
             for li, g in enumerate(tasks.levels):
@@ -361,7 +394,7 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
                 for idx in np.ndindex(g.shape):
                     handles[-1][idx] = tasks.spool_path(li, *idx)
         else:
-            futs = client.compute(flat + ([tasks.counts] if count else []))
+            futs = client.compute(flat + ([counts_d] if count else []))
             follow_futures(futs)  # progress bar and worker watch, as for any compute
             counts = futs.pop().result() if count else None
             sizes_flat = client.gather(client.map(pick, futs, [0] * len(futs), pure=False))
