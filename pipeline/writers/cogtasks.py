@@ -136,9 +136,13 @@ def decimated(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, buffer: str
     pixels that do not leave the task)."""
     if buffer is None:
         return block[np.ix_(rows, cols)]
-    picked = np.take(block, rows, axis=0, out=scratch(buffer + "-rows", (len(rows),) + block.shape[1:], block.dtype))
-    return np.take(picked, cols, axis=1,
-                   out=scratch(buffer, (len(rows), len(cols)) + block.shape[2:], block.dtype))
+    out = scratch(buffer, (len(rows), len(cols)) + block.shape[2:], block.dtype)
+    band = 64  # rows at a time: the row-picked intermediate stays small
+    for r in range(0, len(rows), band):
+        n = min(band, len(rows) - r)
+        picked = np.take(block, rows[r:r + n], axis=0, out=scratch(buffer + "-rows", (n,) + block.shape[1:], block.dtype))
+        np.take(picked, cols, axis=1, out=out[r:r + n])
+    return out
 
 
 # ------------------------------------------------------------------------ chunk task
