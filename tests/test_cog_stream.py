@@ -21,7 +21,6 @@ import yaml
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-import pipeline.jobs.run as run_module
 from pipeline.jobs.batch import run_batch
 from pipeline.jobs.config import load_config
 from pipeline.scene import open_scene
