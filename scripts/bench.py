@@ -103,8 +103,8 @@ SCENECLASS_MARKS = [
     (re.compile(r" INFO \S+: (new|changed|forced) \("), "import+plan"),
     (re.compile(r" INFO input "), "checksum+open"),
     (re.compile(r" edges: "), "statistics"),
-    (re.compile(r"assembling the COG"), "classify+stage"),
-    (re.compile(r" INFO wrote "), "assemble"),
+    (re.compile(r"writing the COG"), "classify+stage"),  # every tile compressed (COG)
+    (re.compile(r" INFO wrote "), "assemble"),  # the file written from the compressed tiles
 ]
 
 

@@ -1,11 +1,11 @@
-"""The streamed COG writer (tasks compress tiles, the client writes the file front to back)
-against the GDAL-assembled writer it replaces (``write_cog_gdal``: staging files, then GDAL's
-COG driver computes the mode overviews), pixel for pixel at every overview level, and against
-rio-cogeo's strict validator and GDAL's reading of colour table, nodata and georeferencing.
+"""The COG writer (tasks compress tiles, the client writes the file front to back) against
+GDAL's own COG driver: the same full-resolution pixels copied with ``driver="COG"`` give the same
+pixels at every overview level (NEAREST and MODE), the same overview count, and the file passes
+rio-cogeo's strict validator with GDAL reading the colour table, nodata and georeferencing.
 
-Chunk sizes do not divide the scenes; blocksizes 64 and 128; paletted, RGB and RGBA; nearest
-and mode; uint16 and float32 inputs; the real 677 x 775 Landsat band 10. The same writer on a
-real ``dask scheduler`` + 2 workers (which do not even see the output folder) is compared in
+Chunk sizes do not divide the scenes, odd sizes, blocksizes 64, 128 and 256; paletted, RGB and
+RGBA; uint16 and float32 inputs; the real 677 x 775 Landsat band 10. The same writer on a real
+``dask scheduler`` + 2 workers (which do not even see the output folder) is compared in
 test_no_shared_fs.py.
 """
 
@@ -21,10 +21,10 @@ import yaml
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-import pipeline.jobs.run as run_module
 from pipeline.jobs.batch import run_batch
 from pipeline.jobs.config import load_config
-from pipeline.writers.cog import write_cog_gdal, write_cog_streamed
+from pipeline.scene import open_scene
+from pipeline.writers.cog import write_cog
 
 from conftest import B10, data_path
 
@@ -53,9 +53,7 @@ def config(folder: Path, source: Path, **output) -> Path:
     return path
 
 
-def run_with(cfg: Path, writer=None, monkeypatch=None) -> Path:
-    if writer is not None:
-        monkeypatch.setattr(run_module, "write_cog", writer)
+def run_with(cfg: Path) -> Path:
     result = run_batch(load_config(cfg, []))
     assert [j.status for j in result.jobs] == ["done"], [j.error for j in result.jobs]
     return Path(load_config(cfg, []).output.path)
@@ -71,6 +69,32 @@ def levels(path: Path) -> list[np.ndarray]:
     return out
 
 
+def gdal_cog(path: Path, pixels: np.ndarray, folder: Path, resampling: str, blocksize: int,
+             compression: str = "zstd") -> Path:
+    """GDAL's COG driver's file from ``pixels`` ((band, y, x) uint8) with ``path``'s georeferencing,
+    colour table and nodata: a GTiff written with rasterio, then ``rasterio.shutil.copy``."""
+    with rasterio.open(path) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": src.count,
+                   "dtype": "uint8", "nodata": src.nodata, "crs": src.crs, "transform": src.transform}
+        gcps, gcps_crs = src.gcps
+        if gcps:
+            profile.update(gcps=gcps, crs=gcps_crs)
+            del profile["transform"]
+        cmap = src.colormap(1) if src.count == 1 else None
+        interp = src.colorinterp
+    plain = folder / f"{path.stem}.plain.tif"
+    with rasterio.open(plain, "w", **profile) as dst:
+        dst.write(pixels)
+        if cmap is not None:
+            dst.write_colormap(1, cmap)
+        else:
+            dst.colorinterp = interp
+    ref = folder / f"{path.stem}.gdal.tif"
+    rasterio.shutil.copy(plain, ref, driver="COG", BLOCKSIZE=blocksize, COMPRESS=compression.upper(),
+                         OVERVIEW_RESAMPLING=resampling.upper())
+    return ref
+
+
 def assert_same_cog(got: Path, want: Path) -> None:
     """Same pixels at every level, same colour table, nodata, CRS, transform; ``got`` is a strict COG."""
     valid, errors, warnings = cog_validate(got, strict=True, quiet=True)
@@ -80,6 +104,8 @@ def assert_same_cog(got: Path, want: Path) -> None:
         assert g.block_shapes == w.block_shapes
         assert g.overviews(1) == w.overviews(1)
         assert g.nodata == w.nodata and g.crs == w.crs and g.transform == w.transform
+        (gg, gcrs), (wg, wcrs) = g.gcps, w.gcps
+        assert gcrs == wcrs and [(p.row, p.col, p.x, p.y, p.z) for p in gg] == [(p.row, p.col, p.x, p.y, p.z) for p in wg]
         assert g.colorinterp == w.colorinterp
         assert g.compression == w.compression
         if w.count == 1:
@@ -91,36 +117,105 @@ def assert_same_cog(got: Path, want: Path) -> None:
         assert np.array_equal(x, y), f"level {i}: {(x != y).sum()} pixels differ"
 
 
+def class_field(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Class ids 0..7 in patches (so MODE has real majorities and ties) with scattered noise and a
+    nodata (0) border."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    base = np.kron(rng.integers(1, 7, (h // 5 + 2, w // 5 + 2)), np.ones((5, 5), np.int64))[:h, :w]
+    noise = rng.integers(0, 3, (h, w)) * (rng.random((h, w)) < 0.3)
+    classes = ((base + noise) % 8).astype(np.uint8)
+    classes[:3] = 0
+    return classes
+
+
+WRITER_CASES = [  # shape, chunk, blocksize, resampling, bands
+    ((677, 775), 200, 64, "nearest", 0),
+    ((677, 775), 200, 64, "mode", 0),
+    ((1025, 1537), 384, 128, "mode", 3),  # last chunk column 1 pixel wide: MODE windows straddle it
+    ((1025, 1537), 512, 128, "nearest", 0),  # levels 1-2 line up with the chunks (tiles made in the chunk task)
+    ((1000, 1003), 256, 64, "mode", 4),
+    ((999, 1001), 130, 64, "nearest", 3),
+    ((1100, 1301), 600, 256, "nearest", 4),
+    ((1100, 1301), 600, 256, "mode", 0),
+    ((129, 300), 100, 64, "nearest", 0),  # 129 rows: GDAL's overview count, not ceil's
+]
+
+
+@pytest.mark.parametrize("shape,chunk,blocksize,resampling,bands", WRITER_CASES)
+def test_writer_levels_equal_gdal_cog_driver(tmp_path, shape, chunk, blocksize, resampling, bands):
+    """write_cog of known class ids: level 0 is those ids (or their colours), every overview is
+    what GDAL's COG driver makes of the same pixels, with the exact grid (no padding)."""
+    classes = class_field(shape, sum(shape) + chunk)
+    rng = np.random.default_rng(1)
+    palette = rng.integers(0, 256, (256, 4), dtype=np.uint8)
+    palette[0] = 0
+    source = tmp_path / "classes.tif"
+    with rasterio.open(source, "w", driver="GTiff", width=shape[1], height=shape[0], count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 30, 30)) as dst:
+        dst.write(classes, 1)
+    scene = open_scene(str(source), nodata="none")
+    out = load_config(config(tmp_path / "job", source, blocksize=blocksize, chunk=chunk,
+                             overview_resampling=resampling), []).output
+    final = tmp_path / "out.tif"
+    write_cog(scene.array.rechunk(chunk), scene, palette, out, final, bands)
+    want = classes[None] if not bands else np.moveaxis(palette[:, :bands][classes], 2, 0)
+    with rasterio.open(final) as src:
+        assert np.array_equal(src.read(), want)
+    assert_same_cog(final, gdal_cog(final, want, tmp_path, resampling, blocksize))
+
+
 CASES = [  # mode, blocksize, chunk, resampling, compression, dtype, shape
     ("paletted", 64, 200, "nearest", "zstd", "uint16", (677, 775)),
     ("paletted", 128, 300, "mode", "deflate", "float32", (701, 913)),
     ("rgb", 64, 200, "mode", "lzw", "uint16", (515, 389)),
     ("rgba", 128, 300, "nearest", "zstd", "float32", (677, 775)),
     ("rgba", 64, 150, "mode", "none", "uint16", (333, 461)),
+    ("rgb", 256, 700, "nearest", "deflate", "uint16", (900, 1201)),
 ]
 
 
 @pytest.mark.parametrize("mode,blocksize,chunk,resampling,compression,dtype,shape", CASES)
-def test_streamed_equals_gdal_assembled(tmp_path, monkeypatch, mode, blocksize, chunk, resampling, compression,
-                                        dtype, shape):
+def test_run_equals_gdal_cog_driver(tmp_path, mode, blocksize, chunk, resampling, compression, dtype, shape):
+    """A whole run (value look-up in the write tasks, colours, compression codecs): its overviews
+    are GDAL's COG driver's from its own full-resolution pixels."""
     source = make_input(tmp_path / "in.tif", shape, dtype)
     opts = dict(mode=mode, blocksize=blocksize, chunk=chunk, overview_resampling=resampling, compression=compression)
-    new = run_with(config(tmp_path / "new", source, **opts), write_cog_streamed, monkeypatch)
-    old = run_with(config(tmp_path / "old", source, **opts), write_cog_gdal, monkeypatch)
-    assert_same_cog(new, old)
+    got = run_with(config(tmp_path / "run", source, **opts))
+    with rasterio.open(got) as src:
+        full = src.read()
+    assert_same_cog(got, gdal_cog(got, full, tmp_path, resampling, blocksize, compression))
 
 
 @pytest.mark.parametrize("resampling", ["nearest", "mode"])
-def test_real_band_odd_size(tmp_path, monkeypatch, resampling):
+def test_real_band_odd_size(tmp_path, resampling):
     """The real 677 x 775 float32 Landsat band (striped, no declared nodata), blocksize 64."""
     source = data_path(B10)
-    opts = dict(blocksize=64, chunk=200, overview_resampling=resampling)
-    new = run_with(config(tmp_path / "new", source, **opts), write_cog_streamed, monkeypatch)
-    old = run_with(config(tmp_path / "old", source, **opts), write_cog_gdal, monkeypatch)
-    assert_same_cog(new, old)
-    with rasterio.open(new) as src, rasterio.open(source) as raw:
+    got = run_with(config(tmp_path / "run", source, blocksize=64, chunk=200, overview_resampling=resampling))
+    with rasterio.open(got) as src:
+        full = src.read()
+    assert_same_cog(got, gdal_cog(got, full, tmp_path, resampling, 64))
+    with rasterio.open(got) as src, rasterio.open(source) as raw:
         assert src.crs == raw.crs and src.transform == raw.transform and src.nodata == 0
         assert src.colormap(1)[0] == (0, 0, 0, 0)
+
+
+def test_gcps_carried(tmp_path):
+    """An input georeferenced by GCPs: the COG carries the GCPs and their CRS, no geotransform."""
+    from rasterio.control import GroundControlPoint
+
+    source = make_input(tmp_path / "in.tif", (300, 410), "uint16")
+    gcps = [GroundControlPoint(row=r, col=c, x=500000 + 30 * c, y=4000000 - 30 * r, z=0.0)
+            for r, c in ((0, 0), (0, 409), (299, 0), (299, 409))]
+    with rasterio.open(source, "r+") as dst:
+        dst.gcps = (gcps, dst.crs)
+    got = run_with(config(tmp_path / "run", source, blocksize=64, chunk=100))
+    with rasterio.open(got) as src:
+        full = src.read()
+        got_gcps, crs = src.gcps
+        assert crs == "EPSG:32633" and len(got_gcps) == 4
+        assert [(g.row, g.col, g.x, g.y) for g in got_gcps] == [(g.row, g.col, g.x, g.y) for g in gcps]
+    assert_same_cog(got, gdal_cog(got, full, tmp_path, "nearest", 64))
 
 
 class WriteOnly:

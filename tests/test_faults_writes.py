@@ -143,9 +143,9 @@ class FillWhen(logging.Handler):
 # (stage, config overrides, how the disk is filled: leave N bytes before the run, or when a
 #  logger says TEXT, leave N bytes)
 COG_STAGES = [
-    ("staging", {}, (1 << 20, None, None)),
-    ("assembly", {}, (20 << 10, "sceneclass.writers.cog", "assembling the COG")),
-    ("assembly-full", {}, (0, "sceneclass.writers.cog", "assembling the COG")),
+    ("tiles", {}, (16 << 10, None, None)),
+    ("file", {}, (20 << 10, "sceneclass.writers.cogstream", "writing the COG")),
+    ("file-full", {}, (0, "sceneclass.writers.cogstream", "writing the COG")),
     ("legend", {}, (0, "sceneclass.writers.cog", "wrote ")),
     ("manifest", {"outputs": {"qml": True}}, (0, "sceneclass.products.extras", "wrote ")),
 ]
@@ -211,7 +211,7 @@ def test_disk_full_cli_process_and_recovery(tmpfs, tmp_path):
     cfg = write_config(tmp_path / "job.yaml", input=str(data_path(B2)), output={"path": str(final)})
     assert sceneclass("run", cfg, "-q").returncode == 0
     before = checksums(final.parent)
-    fill(tmpfs, 2 << 20)
+    fill(tmpfs, 16 << 10)  # less than the compressed tiles need
     proc = sceneclass("run", cfg, "--force", "-q")
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "No space left on device" in proc.stderr
@@ -229,20 +229,26 @@ def test_disk_full_cli_process_and_recovery(tmpfs, tmp_path):
 
 def test_truncated_cog_is_never_committed(tmp_path):
     """The check a COG passes before it replaces anything: a copy cut short fails it."""
+    import rasterio.shutil
+
     from pipeline.errors import OutputError
-    from pipeline.writers.cog import gdal_writing, verify_cog
+    from pipeline.jobs.config import Output
+    from pipeline.writers.cog import gdal_writing, verify_written
 
     src = data_path(RGBN)
     good = tmp_path / "good.tif"
     rasterio.shutil.copy(src, good, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=64)
-    verify_cog(good, src)
+    with rasterio.open(good) as cog:
+        shape, bands = cog.shape, cog.count
+    out = Output(path=str(good), blocksize=64, compression="deflate")
+    verify_written(good, shape, bands, out)
     data = good.read_bytes()
     for cut in (len(data) // 2, len(data) - 100):
         bad = tmp_path / f"cut{cut}.tif"
         bad.write_bytes(data[:cut])
-        with pytest.raises(OutputError, match=r"cut\d+\.tif: checking the assembled COG failed"):
-            with gdal_writing(bad, "checking the assembled COG"):
-                verify_cog(bad, src)
+        with pytest.raises(OutputError, match=r"cut\d+\.tif: checking the written COG failed"):
+            with gdal_writing(bad, "checking the written COG"):
+                verify_written(bad, shape, bands, out)
 
 
 # ------------------------------------------------------- 5. refused runs
@@ -374,9 +380,9 @@ def _moment(out_dir: Path, name: str):
     def at():
         ps = [p.name for p in partials(out_dir) if p.parent == out_dir]
         if name == "statistics":
-            return any(p.endswith(".decoded") for p in ps) and not any("staging" in p for p in ps)
-        if name == "write":
-            return any("staging" in p for p in ps) and not any(p.endswith("partial.tif") for p in ps)
+            return any(p.endswith(".decoded") for p in ps) and not any(p.endswith(".tiles") for p in ps)
+        if name == "write":  # the tasks spool their compressed tiles; the file is not begun
+            return any(p.endswith(".tiles") for p in ps) and not any(p.endswith("partial.tif") for p in ps)
         if name == "assembly":
             return any(p.endswith("partial.tif") for p in ps)
         if name == "zarr":

@@ -110,7 +110,7 @@ def sensor_rpcs(shape=(H, W)) -> RPC:
 def write_inputs(folder: Path) -> None:
     folder.mkdir()
     write_tif(folder / "gcps.tif", quadrant_values(GCP_AFFINE), gcps=corner_gcps(GCP_AFFINE), crs=WGS84)
-    # one tile: the COG is assembled from the staging file itself, no overview VRT
+    # one tile: a COG without overviews
     small = quadrant_values(GCP_AFFINE, (40, 50))
     write_tif(folder / "gcps_small.tif", small, gcps=corner_gcps(GCP_AFFINE, small.shape), crs=WGS84)
     for kind, transform in GRIDS.items():

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import kernels
-from pipeline.writers.cog import decimate
+from pipeline.writers.cogtasks import decimated, owned
+from pipeline.writers.tiles import nearest_sources, overview_factors
 
 
 @pytest.fixture(params=["numpy", "compiled"])
@@ -96,26 +97,47 @@ def test_scratch_buffers_are_per_thread_and_reused():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 300), st.integers(1, 300), st.sampled_from([2, 4, 8, 16]), st.data())
-def test_decimate_picks_gdal_nearest_pixels(height, width, factor, data):
+@given(st.integers(1, 300), st.integers(1, 300), st.integers(1, 5), st.data())
+def test_decimated_chunks_make_the_whole_overview(height, width, levels, data):
     """Every chunk of a random chunking owns the overview pixels whose source pixel it holds;
-    together they give ``full[i*f + f//2]`` (clamped to the last row/column)."""
+    together their decimations give the whole overview, each pixel exactly once."""
     full = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    factors = [2 ** k for k in range(1, levels + 1)]
+    src_y, src_x = nearest_sources(height, factors)[-1], nearest_sources(width, factors)[-1]
     ys = sorted(set(data.draw(st.lists(st.integers(1, height - 1), max_size=4)) if height > 1 else []))
     xs = sorted(set(data.draw(st.lists(st.integers(1, width - 1), max_size=4)) if width > 1 else []))
-    oh, ow = max(1, height // factor), max(1, width // factor)
-    got = np.full((oh, ow), -1, np.int64)
+    got = np.full((src_y.size, src_x.size), -1, np.int64)
     for y0, y1 in zip([0, *ys], [*ys, height]):
         for x0, x1 in zip([0, *xs], [*xs, width]):
-            part = decimate(full[y0:y1, x0:x1], y0, x0, (height, width), factor)
-            if part is None:
-                continue
-            oy, ox, px = part
-            assert (got[oy:oy + px.shape[0], ox:ox + px.shape[1]] == -1).all(), "two chunks wrote one pixel"
-            got[oy:oy + px.shape[0], ox:ox + px.shape[1]] = px
-    rows = np.minimum(np.arange(oh) * factor + factor // 2, height - 1)
-    cols = np.minimum(np.arange(ow) * factor + factor // 2, width - 1)
-    np.testing.assert_array_equal(got, full[np.ix_(rows, cols)])
+            (i0, i1), (j0, j1) = owned(src_y, y0, y1 - y0), owned(src_x, x0, x1 - x0)
+            px = decimated(full[y0:y1, x0:x1], src_y[i0:i1] - y0, src_x[j0:j1] - x0)
+            assert px.flags.c_contiguous and px.shape == (i1 - i0, j1 - j0)
+            assert (got[i0:i1, j0:j1] == -1).all(), "two chunks gave one pixel"
+            got[i0:i1, j0:j1] = px
+    np.testing.assert_array_equal(got, full[np.ix_(src_y, src_x)])
+
+
+@pytest.mark.parametrize("height,width", [(677, 775), (1000, 1000), (129, 5000), (4099, 131), (1025, 1537)])
+def test_nearest_sources_are_gdal_cog_nearest(tmp_path, height, width):
+    """The full-resolution pixel each overview pixel samples is the one GDAL's COG driver picks
+    with OVERVIEW_RESAMPLING=NEAREST (pixel ids through a real COG, every level)."""
+    import rasterio
+    import rasterio.shutil
+
+    ids = np.arange(height * width, dtype=np.int32).reshape(height, width)
+    plain, cog = tmp_path / "ids.tif", tmp_path / "ids.cog.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=width, height=height, count=1, dtype="int32",
+                       crs="EPSG:3857", transform=rasterio.transform.from_origin(0, 0, 1, 1)) as dst:
+        dst.write(ids, 1)
+    rasterio.shutil.copy(plain, cog, driver="COG", BLOCKSIZE=128, OVERVIEW_RESAMPLING="NEAREST")
+    factors = overview_factors((height, width), 128)
+    with rasterio.open(cog) as src:
+        assert len(src.overviews(1)) == len(factors) > 0
+    rows, cols = nearest_sources(height, factors), nearest_sources(width, factors)
+    for level in range(len(factors)):
+        with rasterio.open(cog, overview_level=level) as ov:
+            got = ov.read(1)
+        np.testing.assert_array_equal(got, ids[np.ix_(rows[level], cols[level])])
 
 
 @settings(max_examples=300, deadline=None)

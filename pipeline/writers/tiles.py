@@ -1,12 +1,12 @@
-"""The tiles of a COG, made by dask tasks: pixels, overview pixels and compressed tile bytes.
+"""The tiles of a COG: overview sizes, overview pixels and compressed tile bytes.
 
-Every level of the pyramid (full resolution, then overviews 2, 4, ...) is a dask array chunked
-on the output's tile grid; one task per chunk compresses that chunk's tiles and returns only
-their bytes, tile row by tile row. The overview pixels are computed exactly as GDAL computes
-them for a COG:
+The overview pixels are computed exactly as GDAL computes them for a COG:
 
-- ``nearest``: overview pixel ``i`` of factor ``f`` is full-resolution pixel ``i*f + f//2``
-  (clamped to the last pixel), the decimation GDAL's NEAREST does;
+- ``nearest``: each level from the one before it: pixel ``i`` is pixel ``floor(i*r + 0.5)`` of
+  the level before, ``r`` the ratio of the two sizes (what GDAL's COG driver does with
+  ``OVERVIEW_RESAMPLING=NEAREST``: mostly ``i*f``, shifted by one here and there where a size
+  is odd); composed, every overview pixel samples one full-resolution pixel
+  (:func:`nearest_sources`);
 - ``mode``: each level from the one before it, over the source window
   ``[floor(i*r), ceil((i+1)*r))`` with ``r`` the ratio of the two sizes (GDAL's windows, 3 pixels
   wide where the sizes are odd); the value that first reaches the highest count in row-major
@@ -18,20 +18,17 @@ Overview sizes are ``max(1, size // factor)``, as GDAL's COG driver makes them.
 
 from __future__ import annotations
 
-import math
 
-import dask
-import dask.array as da
 import numpy as np
 
-from .. import kernels
+from .._engine.scratch import scratch
 
 #: TIFF Compression tag values
 COMPRESSION_CODES = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
 
 
 def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
-    """Overview factors 2, 4, ... until the overview fits in one tile (as GDAL's COG driver does).
+    """The overview factors GDAL's COG driver makes (``OVERVIEWS=AUTO``).
 
     Parameters
     ----------
@@ -43,18 +40,9 @@ def overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
     Returns
     -------
     list of int
-        The factors, smallest first (empty when the raster fits in one tile).
+        2, 4, ... while the level before (``size // factor``) is larger than a tile, smallest
+        first (empty when the raster fits in one tile).
     """
-    factors, f = [], 2
-    while max(shape) > blocksize and max(math.ceil(n / (f // 2)) for n in shape) > blocksize:
-        factors.append(f)
-        f *= 2
-    return factors
-
-
-def gdal_overview_factors(shape: tuple[int, int], blocksize: int) -> list[int]:
-    """The overview factors GDAL's COG driver computes itself (``mode``): 2, 4, ... while the
-    previous level (``size // factor``) is larger than a tile."""
     factors, f = [], 2
     while max(max(1, n // (f // 2)) for n in shape) > blocksize:
         factors.append(f)
@@ -68,29 +56,32 @@ def level_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------- overview pixels
-def nearest_level(level0: da.Array, factor: int) -> da.Array:
-    """Lazy nearest overview of ``level0`` ((y, x) or (y, x, band)) for ``factor``.
+def nearest_index(n: int, d: int) -> np.ndarray:
+    """GDAL's NEAREST from ``n`` pixels to ``d``: destination pixel ``i`` takes source pixel
+    ``floor(i * n/d + 0.5)`` (int64, increasing, all below ``n``)."""
+    return np.minimum(np.floor(np.arange(d, dtype=np.float64) * (n / d) + 0.5).astype(np.int64), n - 1)
+
+
+def nearest_sources(size: int, factors: list[int]) -> list[np.ndarray]:
+    """Along one axis of ``size`` pixels, the full-resolution pixel every nearest overview pixel
+    samples, per overview factor (each level made from the one before, as GDAL makes them).
 
     Parameters
     ----------
-    level0 : dask.array.Array
-        Full-resolution pixels, uint8.
-    factor : int
-        Overview factor (2, 4, ...).
+    size : int
+        Full-resolution pixels along the axis.
+    factors : list of int
+        Overview factors, 2, 4, ...
 
     Returns
     -------
-    dask.array.Array
-        Pixels ``level0[i*f + f//2, j*f + f//2]`` (index clamped to the last pixel), shape
-        :func:`level_shape`.
+    list of ndarray of int64
+        Per factor, ``max(1, size // factor)`` increasing pixel indices.
     """
-    out = level0
-    for axis, n in enumerate(level0.shape[:2]):
-        m = max(1, n // factor)  # (f//2) + (m-1)*f < n: every index is in range
-        first = min(factor // 2, n - 1)
-        index = [slice(None)] * level0.ndim
-        index[axis] = slice(first, first + (m - 1) * factor + 1, factor)
-        out = out[tuple(index)]
+    out, prev = [], np.arange(size, dtype=np.int64)
+    for f in factors:
+        prev = prev[nearest_index(prev.size, max(1, size // f))]
+        out.append(prev)
     return out
 
 
@@ -191,88 +182,6 @@ def mode_block(src: np.ndarray, ys: np.ndarray, ye: np.ndarray, xs: np.ndarray, 
     return value.astype(np.uint8)
 
 
-def _mode_chunk(src: np.ndarray, y0: int, x0: int, ys, ye, xs, xe, nodata) -> np.ndarray:
-    return mode_block(src, ys - y0, ye - y0, xs - x0, xe - x0, nodata)
-
-
-def mode_level(prev: da.Array, shape: tuple[int, int], chunk: int, nodata: int | None,
-               blocksize: int) -> da.Array:
-    """Lazy MODE overview of ``prev`` (the level before) at ``shape``, in ``chunk``-sized
-    pieces; each piece reads only the part of ``prev`` its windows cover.
-
-    Parameters
-    ----------
-    prev : dask.array.Array
-        The previous level's pixels, uint8, (h, w) or (h, w, band).
-    shape : (int, int)
-        This level's height and width.
-    chunk : int
-        Chunk size of the result, in pixels (a multiple of the tile size).
-    nodata : int or None
-        See :func:`mode_block`.
-    blocksize : int
-        The COG's tile size (GDAL's row chunks start from it: :func:`gdal_row_chunk`).
-
-    Returns
-    -------
-    dask.array.Array
-        uint8 pixels of ``shape`` (+ the band axis).
-    """
-    bands = prev.shape[2] if prev.ndim == 3 else 1
-    rows_at_once = gdal_row_chunk(prev.shape[:2], shape, blocksize, 1) if bands == 1 else None
-    (ys, ye), (xs, xe) = spans(prev.shape[0], shape[0], rows_at_once), spans(prev.shape[1], shape[1])
-    rows = []
-    for r0 in range(0, shape[0], chunk):
-        r1 = min(shape[0], r0 + chunk)
-        row = []
-        for c0 in range(0, shape[1], chunk):
-            c1 = min(shape[1], c0 + chunk)
-            sy0, sy1 = int(ys[r0:r1].min()), int(max(ye[r0:r1].max(), ys[r0:r1].max() + 1))
-            sx0, sx1 = int(xs[c0:c1].min()), int(max(xe[c0:c1].max(), xs[c0:c1].max() + 1))
-            piece = prev[sy0:min(sy1, prev.shape[0]), sx0:min(sx1, prev.shape[1])]
-            part = dask.delayed(_mode_chunk, pure=True)(piece, sy0, sx0, ys[r0:r1], ye[r0:r1], xs[c0:c1],
-                                                        xe[c0:c1], nodata)
-            row.append(da.from_delayed(part, (r1 - r0, c1 - c0) + prev.shape[2:], np.uint8))
-        rows.append(row)
-    return da.concatenate([da.concatenate(r, axis=1) for r in rows], axis=0)
-
-
-def pyramid(level0: da.Array, factors: list[int], resampling: str, chunk: int, nodata: int | None,
-            blocksize: int) -> list[da.Array]:
-    """Every level of the COG, lazily: ``level0`` then one overview per factor.
-
-    Parameters
-    ----------
-    level0 : dask.array.Array
-        Full-resolution uint8 pixels, (y, x) or (y, x, band), chunks on the tile grid.
-    factors : list of int
-        Overview factors, 2, 4, ... (see :func:`overview_factors`).
-    resampling : {"nearest", "mode"}
-        How overview pixels are computed (see the module's description).
-    chunk : int
-        Chunk size of the overview levels, in pixels (a multiple of the tile size).
-    nodata : int or None
-        Skipped by ``mode`` (0 for class ids; None for colours).
-    blocksize : int
-        The COG's tile size.
-
-    Returns
-    -------
-    list of dask.array.Array
-        ``[level0, overview 2, overview 4, ...]``.
-    """
-    levels = [level0]
-    for f in factors:
-        shape = level_shape(level0.shape[:2], f)
-        if resampling == "nearest":
-            lv = nearest_level(level0, f)
-        else:
-            lv = mode_level(levels[-1], shape, chunk, nodata, blocksize)
-        lv = lv.rechunk((chunk, chunk) + lv.shape[2:])
-        levels.append(lv)
-    return levels
-
-
 # ------------------------------------------------------------------------- encoding
 def encoder(compression: str, level: int | None):
     """A function ``bytes-like -> bytes`` that compresses one tile as TIFF expects for
@@ -311,45 +220,20 @@ def encode_chunk(block: np.ndarray, blocksize: int, compression: str, level: int
     enc = encoder(compression, level)
     b = blocksize
     h, w = block.shape[:2]
-    tile = np.zeros((b, b) + block.shape[2:], np.uint8)
+    tile = scratch("cog-tile", (b, b) + block.shape[2:], np.uint8)  # this thread's: never returned
     rows = []
     for r0 in range(0, h, b):
         row = []
         for c0 in range(0, w, b):
             part = block[r0:r0 + b, c0:c0 + b]
-            if part.shape[:2] == (b, b):
-                data = np.ascontiguousarray(part)
-            else:
+            if part.shape[:2] != (b, b):
                 tile[...] = 0
                 tile[: part.shape[0], : part.shape[1]] = part
-                data = tile
-            row.append(enc(data.data if data.flags.c_contiguous else data.tobytes()))
+            elif part.flags.c_contiguous:
+                row.append(enc(part.data))
+                continue
+            else:
+                tile[...] = part
+            row.append(enc(tile.data))
         rows.append(row)
     return rows
-
-
-def encoded_levels(levels: list[da.Array], blocksize: int, compression: str, level: int | None) -> list[np.ndarray]:
-    """One lazy :func:`encode_chunk` per chunk of every level.
-
-    Returns
-    -------
-    list of ndarray of dask.delayed.Delayed
-        Per level, the (chunk rows, chunk columns) grid of delayed tile-row lists.
-    """
-    out = []
-    for lv in levels:
-        grid = lv.to_delayed(optimize_graph=False)  # one graph: a level and the next share their chunks
-        if grid.ndim == 3:
-            grid = grid[:, :, 0]
-        enc = np.empty(grid.shape, dtype=object)
-        for idx in np.ndindex(grid.shape):
-            enc[idx] = dask.delayed(encode_chunk, pure=True)(grid[idx], blocksize, compression, level)
-        out.append(enc)
-    return out
-
-
-def lookup(block: np.ndarray, table: np.ndarray | None) -> np.ndarray:
-    """``table[block]`` (class ids or colours) as a fresh uint8 array; the block itself without a table."""
-    if table is None:
-        return block.astype(np.uint8, copy=False)
-    return np.ascontiguousarray(kernels.lookup_block(block, table))
