@@ -358,10 +358,10 @@ def test_rerun_shared_legend_up_to_date_missing_stale_and_blocked_index(tmp_path
 PAGE = 4096
 
 
-def test_full_disk_keeps_the_previous_index(tmp_path, tmpfs_mount, monkeypatch):
+def test_full_disk_keeps_the_previous_index(tmp_path, mount_tmpfs, monkeypatch):
     """A real full tmpfs: the rerun cannot write the index; exit 4, one line naming it, the previous
     index byte for byte, no temporary."""
-    out = tmpfs_mount("out", "size=4m")
+    out = mount_tmpfs("out", "size=4m")
     write_crops(tmp_path / "in", broken=False)
     cfg = write_config(tmp_path / "job.yaml", inputs=["in/LC08_crop_b.tif"],
                        output={"folder": str(out), "path": "{stem}.tif", "blocksize": 128})
@@ -379,25 +379,6 @@ def test_full_disk_keeps_the_previous_index(tmp_path, tmpfs_mount, monkeypatch):
     assert proc.stdout.startswith("skipped ")  # the scene was up to date and is listed
     assert (out / "index.html").read_bytes() == before
     assert not [p for p in out.rglob("*") if PARTIAL in p.name]
-
-
-@pytest.fixture
-def tmpfs_mount(tmp_path):
-    """Mount small tmpfs file systems (root only; skipped elsewhere); unmounted afterwards."""
-    mounted = []
-
-    def mount(name: str, options: str) -> Path:
-        where = tmp_path / name
-        where.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-        if r.returncode:
-            pytest.skip(f"cannot mount tmpfs: {r.stderr.decode(errors='replace').strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 # ------------------------------------------------------------------ refused plans

@@ -86,25 +86,6 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """Mount small tmpfs file systems (root only); unmounted afterwards."""
-    mounted = []
-
-    def mount(name: str, options: str) -> Path:
-        where = tmp_path / name
-        where.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-        if r.returncode:
-            pytest.skip(f"cannot mount tmpfs: {r.stderr.decode(errors='replace').strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
 # ------------------------------------------------------------ 8. config is not UTF-8 text
 def not_utf8(tmp_path: Path, u16: Path, kind: str, out: Path) -> Path:
     text = yaml.safe_dump(job(u16, out)) + "# café au lait, naïve\n"
@@ -288,8 +269,8 @@ def test_union_error_on_the_command_line(tmp_path, u16):
 
 
 # ------------------------------------------------------------------- 11. exit codes
-def test_read_only_output_folder_is_an_output_error(tmp_path, u16, tmpfs):
-    ro = tmpfs("ro", "ro,size=1m")
+def test_read_only_output_folder_is_an_output_error(tmp_path, u16, mount_tmpfs):
+    ro = mount_tmpfs("ro", "ro,size=1m")
     for out in (ro / "c.tif", ro / "sub" / "c.tif"):
         line = one_line(sceneclass("run", cfg_file(tmp_path, job(u16, out)), cwd=tmp_path), 4)
         assert str(out.parent) in line and "Read-only file system" in line, line
@@ -304,8 +285,8 @@ def test_output_folder_behind_a_file_is_an_output_error(tmp_path, u16):
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
-def test_full_disk_writing_zarr_is_an_output_error(tmp_path, tmpfs):
-    full = tmpfs("full", "size=64k")
+def test_full_disk_writing_zarr_is_an_output_error(tmp_path, mount_tmpfs):
+    full = mount_tmpfs("full", "size=64k")
     a = np.random.default_rng(1).integers(0, 60000, (600, 600)).astype(np.uint16)
     src = write_tif(tmp_path / "big.tif", a, block=256)
     out = full / "c.zarr"
