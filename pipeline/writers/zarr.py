@@ -103,11 +103,14 @@ def _write_store(ds, target, extra: dict | None, attrs_fn, staged, storage_optio
     Returns the computed ``extra``."""
     import zarr
 
-    with warnings.catch_warnings():
+    # zarr's own setting rather than to_zarr(write_empty_chunks=...): xarray 2025.1 passes that
+    # keyword to zarr's create_array, which zarr 3.0 does not take. The arrays keep the setting they are
+    # created with, also when pickled to workers.
+    with warnings.catch_warnings(), zarr.config.set({"array.write_empty_chunks": True}):
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         delayed = ds.to_zarr(target, mode="w", compute=False, consolidated=True, zarr_format=3,
-                             storage_options=storage_options, write_empty_chunks=True)
-    (results,) = dask.compute((delayed, extra or {}))
+                             storage_options=storage_options)
+        (results,) = dask.compute((delayed, extra or {}))
     results = results[1]
     if staged is not None:
         staged()
