@@ -102,6 +102,9 @@ class _Tasks:
     def __init__(self, values: da.Array, table: np.ndarray | None, shape: tuple[int, int], factors: list[int],
                  resampling: str, encode: Encode, count: bool, spool: Path | None):
         self.shape, self.factors, self.encode, self.spool = shape, factors, encode, spool
+        # local schedulers keep every result in this process: a part of a result is picked inside
+        # the task that uses it (or by the caller), not by a task of its own (1877 fewer tasks at 16x)
+        self.inline = spool is not None
         self.bands = () if table is None or table.ndim == 1 else (table.shape[1],)
         self.nodata = None if self.bands else 0
         self.ybounds = np.cumsum((0,) + values.chunks[0])
@@ -143,7 +146,7 @@ class _Tasks:
             chunks[i, j] = self._task(chunk_task, blocks[i, j], table_d, spec, sources_d, windows_d)
         self.counts = None
         if count:
-            self.counts = self._task(total_counts, *(self._task(pick, c, "counts") for c in chunks.reshape(-1)))
+            self.counts = self._task(total_counts, *self._each(chunks, "counts").reshape(-1))
 
         self.levels: list[np.ndarray] = []
         for li in range(len(factors) + 1):
@@ -170,10 +173,12 @@ class _Tasks:
         return key
 
     def _each(self, keys: np.ndarray, *path) -> np.ndarray:
-        """``pick(result, *path)`` of every task in ``keys`` (so only that part travels on)."""
+        """``pick(result, *path)`` of every task in ``keys``: a task of its own on a distributed
+        scheduler (so only that part travels on), else the same call inlined in whatever uses it
+        (:func:`outputs` undoes it for results the caller picks)."""
         out = np.empty(keys.shape, object)
         for idx, k in np.ndenumerate(keys):
-            out[idx] = self._task(pick, k, *path)
+            out[idx] = (pick, k, *path) if self.inline else self._task(pick, k, *path)
         return out
 
     def delayed(self, key) -> Delayed:
@@ -181,6 +186,17 @@ class _Tasks:
         if not hasattr(self, "_graph"):
             self._graph = HighLevelGraph.from_collections(self._name, self._layer, dependencies=[self._values])
         return Delayed(key, self._graph, layer=self._name)
+
+    def outputs(self, entries) -> tuple[list[Delayed], Callable[[list], list]]:
+        """The Delayed objects that compute ``entries`` (keys, or inlined picks of keys) and a
+        function turning their results into the entries' results, in order: every task is
+        computed once, its part picked afterwards."""
+        keys, where = {}, []
+        for e in entries:
+            key, path = (e[1], e[2:]) if isinstance(e, tuple) and e and e[0] is pick else (e, ())
+            where.append((keys.setdefault(key, len(keys)), path))
+        delayed = [self.delayed(k) for k in keys]
+        return delayed, lambda results: [pick(results[i], *path) for i, path in where]
 
     def spool_path(self, li: int, i: int, j: int) -> str | None:
         """The spool file of level ``li``'s chunk (i, j) (None on a distributed scheduler)."""
@@ -379,7 +395,9 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
         raise ValueError("write_cog_stream: with a value look-up table the caller counts the classes")
     b = out.blocksize
     table = cog_table(palette, bands, lut)
-    values = _aligned(classes, b)
+    # the array's own optimisation first (its blockwise layers fused: read and classify one task
+    # a chunk): the COG's tasks are computed as Delayed objects, which would not optimise them
+    (values,) = dask.optimize(_aligned(classes, b))
     shape = tuple(int(n) for n in scene.shape)
     factors = overview_factors(shape, b) if out.overviews else []
     level = out.level if out.level is not None else DEFAULT_LEVELS.get(out.compression)
@@ -390,10 +408,11 @@ def write_cog_stream(classes: da.Array, scene, palette: np.ndarray, out: Output,
         if client is None:
             tmp = Path(tempfile.mkdtemp(prefix="sceneclass-tiles-")) if spool is None else spool
         tasks = _Tasks(values, table, shape, factors, out.overview_resampling, encode, count, tmp)
-        flat = [tasks.delayed(k) for g in tasks.levels for k in g.reshape(-1)]
+        flat, picked = tasks.outputs(k for g in tasks.levels for k in g.reshape(-1))
         counts_d = None if tasks.counts is None else tasks.delayed(tasks.counts)
         if client is None:
             counts, results = dask.compute(counts_d, flat)
+            results = picked(results)
             sizes_flat = [r[0] for r in results]
             handles = []
             for li, g in enumerate(tasks.levels):
