@@ -101,6 +101,9 @@ def classify_values(values: np.ndarray, edges: np.ndarray, nodata: float | None 
     not with ``clip``), else through numpy in pieces of :data:`CLASSIFY_PIECE` pixels (a whole
     chunk's float64 copy and int64 indices would take 16 bytes a pixel); the ids are the same
     either way."""
+    one = broadcast_value(values)
+    if one is not None:  # the fill around a footprint: one value's id, not a copy of the chunk
+        return np.full(values.shape, classify_values(one, edges, nodata, clip)[0], np.uint8)
     e64 = _edges_for_compiled(edges) if float_kernel(values) and not clip else None
     if e64 is not None:
         flat = np.ascontiguousarray(values).reshape(-1)
@@ -139,6 +142,15 @@ def _classify_numpy(values: np.ndarray, edges: np.ndarray, nodata: float | None,
 CLASSIFY_PIECE = 1 << 18
 
 
+def broadcast_value(values: np.ndarray) -> np.ndarray | None:
+    """The one pixel (shape (1,)) of a read-only broadcast of one value over a block (every
+    stride 0: how a uniform decoded chunk is handed back), else None. The float kernels take
+    that pixel instead of making the block contiguous, a chunk-sized copy of one value."""
+    if values.size == 0 or any(s != 0 for s in values.strides):
+        return None
+    return values.reshape(-1)[:1].copy()
+
+
 def float_kernel(values: np.ndarray) -> bool:
     """True when the compiled float kernels take ``values`` (float32/float64, native byte order)."""
     return _fastkernels is not None and values.dtype in (np.float32, np.float64) and values.dtype.isnative
@@ -154,6 +166,13 @@ def float_scan(values: np.ndarray, nodata: float | None, top: np.ndarray | None 
     """Compiled: (count, min, max) of the valid pixels (finite, not ``nodata``) of float values
     (:func:`float_kernel`), and with ``top`` (int64[65,536]) their top 16 order-preserving key
     bits counted into it. Without valid pixels: (0, inf, -inf)."""
+    one = broadcast_value(values)
+    if one is not None:  # counts scale exactly with the pixels
+        part = None if top is None else np.zeros_like(top)
+        count, lo, hi = _fastkernels.fscan(one, one.itemsize, nodata_of(one.dtype, nodata), part)
+        if top is not None:
+            top += part * values.size
+        return count * values.size, lo, hi
     flat = np.ascontiguousarray(values).reshape(-1)
     return _fastkernels.fscan(flat, flat.itemsize, nodata_of(flat.dtype, nodata), top)
 
@@ -163,9 +182,16 @@ def float_key_hist(values: np.ndarray, nodata: float | None, shift: int, prefixe
     """Compiled: add to ``counts`` (int64[len(prefixes) * 65,536]) the 16 key bits below
     ``shift + 16`` of the valid pixels whose key shifted right by ``shift + 16`` is in
     ``prefixes`` (sorted, not empty), at ``row * 65536 + digit``."""
-    flat = np.ascontiguousarray(values).reshape(-1)
+    one, times = broadcast_value(values), 1
+    if one is not None:  # counts scale exactly with the pixels
+        flat, times, total = one, values.size, counts
+        counts = np.zeros_like(total)
+    else:
+        flat = np.ascontiguousarray(values).reshape(-1)
     _fastkernels.fkeyhist(flat, flat.itemsize, nodata_of(flat.dtype, nodata), shift,
                           np.ascontiguousarray(prefixes, dtype=np.uint64), counts)
+    if times != 1:
+        total += counts * times
 
 
 def float_binned(values: np.ndarray, nodata: float | None, edges: np.ndarray, counts: np.ndarray,
@@ -174,10 +200,16 @@ def float_binned(values: np.ndarray, nodata: float | None, edges: np.ndarray, co
     the valid pixels in each of the uniform bins ``edges`` (float64[bins + 1]; bins as
     :func:`pipeline.stats.bin_index` finds them, values outside [edges[0], edges[-1]] left out),
     summed in pixel order."""
-    flat = np.ascontiguousarray(values).reshape(-1)
     e = np.ascontiguousarray(edges, dtype=np.float64)
     bins = e.size - 1
     scale = bins / (e[-1] - e[0]) if e[-1] != e[0] else 0.0
+    one = broadcast_value(values)
+    if one is not None:  # a broadcast of a value left out (nodata, NaN, outside) adds nothing
+        c1, s1 = np.zeros_like(counts), np.zeros_like(sums)
+        _fastkernels.fbinned(one, one.itemsize, nodata_of(one.dtype, nodata), e, scale, c1, s1)
+        if not c1.any():
+            return
+    flat = np.ascontiguousarray(values).reshape(-1)  # else summed pixel by pixel, as always
     _fastkernels.fbinned(flat, flat.itemsize, nodata_of(flat.dtype, nodata), e, scale, counts, sums)
 
 

@@ -273,3 +273,28 @@ def test_class_id_counts_with_runs_equal_numpy(kernel_path, run):
             np.testing.assert_array_equal(kernels.bincount_block(block, 256), np.bincount(block, minlength=256))
     block = ids[:60 * 491].reshape(60, 491)  # 2-D, ragged rows
     np.testing.assert_array_equal(kernels.bincount_block(block, 256), np.bincount(block.ravel(), minlength=256))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("value", [np.nan, -9999.0, 151.25, 1e30])
+def test_float_kernels_take_a_broadcast_block_as_its_copy(dtype, value):
+    """A uniform decoded chunk comes back as a broadcast of one value (no memory); every float
+    kernel gives what it gives on the same pixels as a real array (counts, sums, ids)."""
+    from pipeline import stats
+
+    shape = (203, 157)
+    view = np.broadcast_to(np.full((), value, dtype=dtype), shape)
+    real = np.full(shape, value, dtype=dtype)
+    edges = np.array([-1e31, 140.0, 151.25, 160.0, 1e31])
+    for nodata in (None, -9999.0):
+        assert np.array_equal(kernels.classify_values(view, edges, nodata), kernels.classify_values(real, edges, nodata))
+        assert np.array_equal(stats.block_summary(view, nodata), stats.block_summary(real, nodata))
+        assert np.array_equal(stats.block_summary_top(view, nodata), stats.block_summary_top(real, nodata))
+        assert np.array_equal(stats.block_binned(view, nodata, edges), stats.block_binned(real, nodata, edges))
+        top = stats.block_key_hist(real, nodata, np.empty(0, np.uint64), 48)
+        assert np.array_equal(stats.block_key_hist(view, nodata, np.empty(0, np.uint64), 48), top)
+        key = stats.to_key(real.reshape(-1)[:1])
+        shift = 8 * key.dtype.itemsize - 32
+        prefixes = np.unique(key >> key.dtype.type(shift + 16)).astype(np.uint64)
+        assert np.array_equal(stats.block_key_hist(view, nodata, prefixes, shift),
+                              stats.block_key_hist(real, nodata, prefixes, shift))
