@@ -230,8 +230,9 @@ def test_interrupted_zarr_write_is_not_taken_as_complete(s3, tmp_path):
     client.upload_file(str(crop(tmp_path / "in.tif")), BUCKET, "in/k.tif")
     cfg = batch_config(tmp_path, endpoint, [f"s3://{BUCKET}/in/k.tif"], "killed")
     proc = start_sceneclass("run", cfg, **creds())
-    try:  # killed while the tasks write chunks to the staged prefix
-        wait_for(lambda: any("sceneclass-partial" in k and "/c/" in k for k in keys(client, "killed/")), 120, 0.02,
+    try:  # killed while the tasks write chunks to the staged prefix (a listing every 0.1 s: the moto
+        # server runs in this process, and faster polls take its time from the run it serves)
+        wait_for(lambda: any("sceneclass-partial" in k and "/c/" in k for k in keys(client, "killed/")), 120, 0.1,
                  proc=proc)
     finally:
         kill(proc, signal.SIGKILL)
