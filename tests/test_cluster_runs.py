@@ -171,3 +171,16 @@ def test_cluster_extra_satisfies_distributeds_bokeh_requirement():
     (bokeh,) = [Requirement(r) for r in extras["cluster"] if Requirement(r).name == "bokeh"]
     floor = next(s.version for s in bokeh.specifier if s.operator == ">=")
     assert BOKEH_REQUIREMENT.specifier.contains(floor)
+
+
+def test_pause_timeout_is_a_positive_number_of_seconds(work, scene):
+    """``dask.pause_timeout`` reaches the watchdog as given; zero or a word is refused naming it."""
+    from pipeline.errors import ConfigError
+    from pipeline.jobs.memory import PAUSE_TIMEOUT
+
+    cfg = write_config(work / "pause-timeout", scene)
+    assert load_config(cfg, []).dask.pause_timeout == PAUSE_TIMEOUT == 10
+    assert load_config(cfg, ["dask.pause_timeout=2.5"]).dask.pause_timeout == 2.5
+    for bad in ("0", "soon"):
+        with pytest.raises(ConfigError, match="dask.pause_timeout"):
+            load_config(cfg, [f"dask.pause_timeout={bad}"])
