@@ -81,6 +81,12 @@ def start_sceneclass(*args, cwd: Path | None = None, log: Path | None = None, **
                             stderr=subprocess.PIPE, text=True)
 
 
+def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_sceneclass` process (pipes) and return it as :func:`sceneclass` would."""
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def partials(folder: Path) -> list[Path]:
     """Temporaries of sceneclass (hidden ``.NAME.xxxx.sceneclass-partial…``) anywhere under ``folder``."""
     if not folder.exists():
