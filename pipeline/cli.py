@@ -318,10 +318,11 @@ def _main(args) -> int:
         if args.command == "validate":
             import json
 
+            cfg = load_config(args.config, args.overrides)  # a config error exits before the heavy imports
+
             from .jobs.batch import check
             from .urls import redact_data
 
-            cfg = load_config(args.config, args.overrides)
             jobs = check(cfg)
             shown = cfg.model_dump(mode="json")
             if cfg.output.mosaic:  # the grid the inputs make, and the inputs the globs matched
@@ -329,9 +330,6 @@ def _main(args) -> int:
             print(json.dumps(redact_data(shown), indent=2))
             return 0
         from contextlib import nullcontext
-
-        from .jobs.batch import run_batch
-        from .jobs.progress import progress_bars
 
         if args.command == "demo":
             from .jobs.demo import demo_config
@@ -344,6 +342,10 @@ def _main(args) -> int:
             if args.scheduler:
                 overrides.append(f"dask.scheduler={args.scheduler}")
             cfg = load_config(args.config, overrides)
+        # (after the config: one that is refused exits before dask, xarray and GDAL are imported)
+        from .jobs.batch import run_batch
+        from .jobs.progress import progress_bars
+
         force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
         with progress_bars() if progress else nullcontext():
             batch = run_batch(cfg, force=force, dry_run=dry_run)

@@ -46,6 +46,8 @@ READ_ONLY = ("http", "https")
 #: fsspec protocol -> the package that implements it (named in the error when it is missing)
 FSSPEC_PACKAGE = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+#: attempts per S3 request when the AWS settings (``max_attempts``, ``AWS_MAX_ATTEMPTS``) name none
+DEFAULT_MAX_ATTEMPTS = 3
 #: part size of multipart uploads (S3 needs at least 5 MiB per part but the last)
 PART_SIZE = 16 << 20
 
@@ -120,6 +122,9 @@ class Access:
         endpoint, virtual hosting for AWS.
     key, secret, token : str or None
         The access key id, secret access key and session token.
+    max_attempts : int
+        Attempts per request (botocore's ``max_attempts``, first try included): the AWS
+        setting ``max_attempts`` of the profile or ``AWS_MAX_ATTEMPTS``, else 3.
     """
 
     endpoint_url: str | None = None
@@ -130,6 +135,7 @@ class Access:
     key: str | None = dataclasses.field(default=None, repr=False)
     secret: str | None = dataclasses.field(default=None, repr=False)
     token: str | None = dataclasses.field(default=None, repr=False)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     # ----------------------------------------------------------------- GDAL
     def gdal_options(self) -> dict:
@@ -177,7 +183,8 @@ class Access:
         if client:
             opts["client_kwargs"] = client
         # fail within seconds on an unreachable endpoint (botocore's default retries take minutes)
-        opts["config_kwargs"] = {"connect_timeout": 10, "retries": {"max_attempts": 3, "mode": "standard"}}
+        opts["config_kwargs"] = {"connect_timeout": 10,
+                                 "retries": {"max_attempts": self.max_attempts, "mode": "standard"}}
         if self.virtual_hosting is not None:
             opts["config_kwargs"]["s3"] = {"addressing_style": "virtual" if self.virtual_hosting else "path"}
         if not self.anonymous and self.key:
@@ -224,14 +231,16 @@ def resolve(endpoint_url: str | None = None, region: str | None = None, anonymou
             virtual_hosting: bool | None = None) -> Access:
     """The :class:`Access` of the ``storage:`` settings, with the credentials botocore finds
     for ``profile`` (or the default chain: environment, shared files, instance roles) now,
-    on the client.
+    on the client, and the attempts per request its settings name (``max_attempts``).
 
     Raises
     ------
     ConfigError
-        ``profile`` names a profile that does not exist.
+        ``profile`` names a profile that does not exist, or ``max_attempts`` is not a whole
+        number of at least 1.
     """
     key = secret = token = None
+    max_attempts = DEFAULT_MAX_ATTEMPTS
     if not anonymous:
         try:
             import botocore.session
@@ -246,11 +255,21 @@ def resolve(endpoint_url: str | None = None, region: str | None = None, anonymou
             if creds is not None:
                 frozen = creds.get_frozen_credentials()
                 key, secret, token = frozen.access_key, frozen.secret_key, frozen.token
+            config = botocore.session.Session(profile=profile)
             if region is None:
-                region = botocore.session.Session(profile=profile).get_config_variable("region")
+                region = config.get_config_variable("region")
+            try:
+                named = config.get_config_variable("max_attempts")
+                max_attempts = DEFAULT_MAX_ATTEMPTS if named is None else int(named)
+            except ValueError:
+                raise ConfigError("max_attempts (AWS_MAX_ATTEMPTS or the AWS profile): not a whole number") from None
+            if max_attempts < 1:
+                raise ConfigError(f"max_attempts (AWS_MAX_ATTEMPTS or the AWS profile): {max_attempts}; "
+                                  "at least 1 (the first try)")
     for value in (secret, token):
         register_secret(value)
-    return Access(endpoint_url, region, anonymous, requester_pays, virtual_hosting, key, secret, token)
+    return Access(endpoint_url, region, anonymous, requester_pays, virtual_hosting, key, secret, token,
+                  max_attempts=max_attempts)
 
 
 _active: "Access | Callable[[], Access] | None" = None

@@ -57,6 +57,17 @@ def sceneclass(*args, cwd: Path | None = None, timeout: float = 180, **env) -> s
                           text=True, timeout=timeout)
 
 
+def sceneclass_all(*calls: tuple, cwd: Path | None = None, timeout: float = 180,
+                   **env) -> list[subprocess.CompletedProcess]:
+    """Run independent ``sceneclass`` commands at the same time (each is a tuple of arguments;
+    a run's time is mostly its imports, one core each); returns their CompletedProcess in the
+    order given. Only for commands that neither read nor write what another one writes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(calls)))) as pool:
+        return list(pool.map(lambda args: sceneclass(*args, cwd=cwd, timeout=timeout, **env), calls))
+
+
 def start_sceneclass(*args, cwd: Path | None = None, log: Path | None = None, **env) -> subprocess.Popen:
     """Start ``sceneclass ARGS`` in the background (stdout/stderr to ``log`` or pipes)."""
     if log is not None:
@@ -68,6 +79,12 @@ def start_sceneclass(*args, cwd: Path | None = None, log: Path | None = None, **
             fh.close()
     return subprocess.Popen(cli_cmd(*args), cwd=cwd, env=child_env(**env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_sceneclass` process (pipes) and return it as :func:`sceneclass` would."""
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def partials(folder: Path) -> list[Path]:

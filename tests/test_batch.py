@@ -29,7 +29,7 @@ from pipeline.jobs.progress import ComputeCounter
 from pipeline.testing.synth import make_scene
 
 from _procs import (
-    assert_same_output, expected_equal_interval, http_server, kill, partials, read_classes, sceneclass,
+    assert_same_output, expected_equal_interval, finish, http_server, kill, partials, read_classes, sceneclass,
     start_sceneclass, wait_for,
 )
 from conftest import CORRUPT, data_path
@@ -93,8 +93,6 @@ def test_sigkill_mid_write_leaves_nothing_and_next_run_recovers(fmt, tmp_path, s
     cfg = write_config(tmp_path / "job.yaml", input=str(scenes["big"]), output=output)
     out_dir, final = tmp_path / "out", tmp_path / "out" / f"classes.{ext}"
     reference = tmp_path / "ref" / f"classes.{ext}"
-    res = run_batch(load_config(cfg, [f"output.path={reference}"]))  # uninterrupted, in process
-    assert statuses(res) == {reference.name: "done"}
 
     # a slow (single-threaded) run, killed as soon as its write pass has written for a moment
     proc = start_sceneclass("run", cfg, "--set", "dask.scheduler=synchronous", cwd=tmp_path)
@@ -115,7 +113,12 @@ def test_sigkill_mid_write_leaves_nothing_and_next_run_recovers(fmt, tmp_path, s
     assert not (out_dir / "classes.legend.json").exists()
     assert not (out_dir / "classes.manifest.json").exists()
 
-    rerun = sceneclass("run", cfg, "-v", cwd=tmp_path)
+    rerun = start_sceneclass("run", cfg, "-v", cwd=tmp_path)
+    try:  # meanwhile the uninterrupted reference, in this process (its own folder)
+        res = run_batch(load_config(cfg, [f"output.path={reference}"]))
+    finally:
+        rerun = finish(rerun)
+    assert statuses(res) == {reference.name: "done"}
     assert rerun.returncode == 0, rerun.stderr
     assert "removed a temporary left by an interrupted run" in rerun.stderr
     assert not partials(out_dir), f"temporaries left after the next run: {partials(out_dir)}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from _procs import read_classes, read_legend, sceneclass
+from _procs import read_classes, read_legend, sceneclass, sceneclass_all
 from conftest import B2, data_path
 
 #: manifest fields that name the run, not its result
@@ -25,14 +25,15 @@ def _manifest(output: Path) -> dict:
 def test_classify_equals_run_with_the_same_yaml(tmp_path):
     src = str(data_path(B2))
     one, two = tmp_path / "one", tmp_path / "two"
-    res = sceneclass("classify", src, one / "b2.tif", "--scheme", "quantile", "-k", "7", "--palette", "magma",
-                     "--nodata", "0", "--band", "1", "--set", "output.blocksize=128", "--set", "processing.chunk=200")
-    assert res.returncode == 0, res.stderr
     cfg = {"input": src, "band": 1, "nodata": 0, "classes": {"scheme": "quantile", "count": 7},
            "palette": {"name": "magma"}, "output": {"path": str(two / "b2.tif"), "blocksize": 128},
            "processing": {"chunk": 200}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
-    ref = sceneclass("run", tmp_path / "job.yaml")
+    res, ref = sceneclass_all(  # two folders: the runs are independent
+        ("classify", src, one / "b2.tif", "--scheme", "quantile", "-k", "7", "--palette", "magma",
+         "--nodata", "0", "--band", "1", "--set", "output.blocksize=128", "--set", "processing.chunk=200"),
+        ("run", tmp_path / "job.yaml"))
+    assert res.returncode == 0, res.stderr
     assert ref.returncode == 0, ref.stderr
     assert res.stdout.replace(str(one), "X") == ref.stdout.replace(str(two), "X")  # "done  X/b2.tif"
     assert np.array_equal(read_classes(one / "b2.tif"), read_classes(two / "b2.tif"))
@@ -60,19 +61,24 @@ def test_classify_errors_have_run_exit_codes(tmp_path):
         (["--band", "3"], {"band": 3}, 2, "has 1 band(s), band 3 was asked for"),
         (["--scheme", "manual"], {"classes": {"scheme": "manual"}}, 2, "breaks: required key is missing"),
     ]
-    for args, extra, code, part in cases:
-        res = sceneclass("classify", src, tmp_path / "o.tif", *args)
-        (tmp_path / "job.yaml").write_text(yaml.safe_dump({"input": src, "output": {"path": str(tmp_path / "o.tif")},
-                                                           **extra}))
-        ref = sceneclass("run", tmp_path / "job.yaml")
+    calls, outs = [], [tmp_path / f"out{i}" / "o.tif" for i in range(2 * len(cases) + 2)]  # at once: own folders
+    for i, (args, extra, _, _) in enumerate(cases):
+        (tmp_path / f"job{i}.yaml").write_text(yaml.safe_dump({"input": src, "output": {"path": str(outs[2 * i + 1])},
+                                                                **extra}))
+        calls += [("classify", src, outs[2 * i], *args), ("run", tmp_path / f"job{i}.yaml")]
+    calls += [("classify", tmp_path / "missing.tif", outs[-2]),
+              ("classify", src, outs[-1], "--scheme", "manual", "--breaks", "1,x")]
+    done = sceneclass_all(*calls)
+    for i, (args, extra, code, part) in enumerate(cases):
+        res, ref = done[2 * i], done[2 * i + 1]
         assert res.returncode == ref.returncode == code, (args, res.stderr, ref.stderr)
         assert part in res.stderr and part in ref.stderr, res.stderr
         assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr, res.stderr
-    res = sceneclass("classify", tmp_path / "missing.tif", tmp_path / "o.tif")
+    res = done[-2]
     assert res.returncode == 1 and "missing.tif: input file not found" in res.stderr
-    res = sceneclass("classify", src, tmp_path / "o.tif", "--scheme", "manual", "--breaks", "1,x")
+    res = done[-1]
     assert res.returncode == 2 and "--breaks" in res.stderr
-    assert not (tmp_path / "o.tif").exists()
+    assert not [o for o in outs if o.exists()]
 
 
 def test_help_is_written_for_users():
@@ -83,12 +89,14 @@ def test_help_is_written_for_users():
     for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "70 ", "130 "):
         assert f"\n  {code}" in out, code
     assert "143" in out and "examples:" in out and "sceneclass classify" in out
-    for command in ("run", "classify", "validate", "demo"):
-        sub = sceneclass(command, "--help").stdout
+    subs = {command: r.stdout for command, r in zip(
+        ("run", "classify", "validate", "demo"),
+        sceneclass_all(*((command, "--help") for command in ("run", "classify", "validate", "demo"))))}
+    for sub in subs.values():
         assert "exit codes:" in sub and "-v, --verbose" in sub
-    validate = sceneclass("validate", "--help").stdout
+    validate = subs["validate"]
     assert "YAML config file to check" in validate and "override a config value" in validate
-    assert "random seed" in sceneclass("demo", "--help").stdout
+    assert "random seed" in subs["demo"]
 
 
 def test_global_options_before_the_command(tmp_path):

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from pipeline.testing.synth import SIZES
 
-from _procs import assert_same_output, partials, sceneclass
+from _procs import assert_same_output, partials, sceneclass, sceneclass_all
 
 SETTINGS = ("--nodata", "0", "--no-progress")
 
@@ -58,15 +58,15 @@ def levels(path: Path) -> list[np.ndarray]:
 
 
 def test_300mib_workers_finish_a_4x_scene_pixel_for_pixel(tmp_path, scene):
+    """The threads run (the reference) and the cluster run at the same time: separate output
+    folders and processes (the memory limit is the workers', whatever else runs beside them)."""
     threads = tmp_path / "threads" / "classes.tif"
-    proc = sceneclass("classify", scene, threads, *SETTINGS, "--set", "dask.scheduler=threads", timeout=300)
-    assert proc.returncode == 0, proc.stderr
-
     local = tmp_path / "local" / "classes.tif"
-    proc = sceneclass("classify", scene, local, *SETTINGS, "-v",
-                      "--set", "dask.scheduler=local", "--set", "dask.workers=2",
-                      "--set", "dask.memory_limit=300MiB", "--set", "dask.dashboard_address=127.0.0.1:0",
-                      timeout=600)
+    ref, proc = sceneclass_all(
+        ("classify", scene, threads, *SETTINGS, "--set", "dask.scheduler=threads"),
+        ("classify", scene, local, *SETTINGS, "-v", "--set", "dask.scheduler=local", "--set", "dask.workers=2",
+         "--set", "dask.memory_limit=300MiB", "--set", "dask.dashboard_address=127.0.0.1:0"), timeout=600)
+    assert ref.returncode == 0, ref.stderr
     assert proc.returncode == 0, proc.stderr
     assert "LocalCluster with 2 workers" in proc.stderr, proc.stderr
     assert "keeping decoded chunks" in proc.stderr, proc.stderr
@@ -102,13 +102,13 @@ def test_the_minimum_a_refusal_names_is_enough(tmp_path, small):
 
     chunk = ("--set", "processing.chunk=700", "--set", "output.blocksize=128")
     threads = tmp_path / "threads" / "classes.tif"
-    proc = sceneclass("classify", small, threads, *SETTINGS, *chunk, "--set", "dask.scheduler=threads")
-    assert proc.returncode == 0, proc.stderr
     cluster = ("--set", "dask.scheduler=local", "--set", "dask.workers=2",
                "--set", "dask.dashboard_address=127.0.0.1:0")
     low = tmp_path / "low" / "classes.tif"
-    proc = sceneclass("classify", small, low, *SETTINGS, *chunk, *cluster, "--set", "dask.memory_limit=200MiB",
-                      timeout=120)
+    ref, proc = sceneclass_all(  # the reference and the refused run at once (own folders)
+        ("classify", small, threads, *SETTINGS, *chunk, "--set", "dask.scheduler=threads"),
+        ("classify", small, low, *SETTINGS, *chunk, *cluster, "--set", "dask.memory_limit=200MiB"), timeout=120)
+    assert ref.returncode == 0, ref.stderr
     assert proc.returncode == 2, proc.stderr
     m = re.search(r"^sceneclass: error: dask\.memory_limit: .* needs at least (\d+) MiB per worker", proc.stderr,
                   re.MULTILINE)

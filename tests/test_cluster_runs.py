@@ -140,7 +140,8 @@ def test_tcp_cluster_memory_limit_too_low_fails_fast(work, scene):
 def test_workers_that_stay_paused_stop_the_run(work, scene, cluster):
     """Workers paused after the memory check, as their memory monitor pauses them (held
     paused: the monitor is stopped meanwhile, as memory that never drops would hold them): the
-    run stops with the one line instead of waiting forever."""
+    run stops with the one line instead of waiting forever (after ``dask.pause_timeout``, 2 s
+    here instead of the default 10: held paused, they never resume, however long it waits)."""
     from distributed.core import Status
 
     def set_status(dask_worker, paused: bool):
@@ -153,7 +154,8 @@ def test_workers_that_stay_paused_stop_the_run(work, scene, cluster):
     with cluster.client() as client:
         client.run(set_status, paused=True)
         try:
-            proc = sceneclass("run", cfg, "--scheduler", cluster.address, cwd=folder, timeout=90)
+            proc = sceneclass("run", cfg, "--scheduler", cluster.address, "--set", "dask.pause_timeout=2",
+                              cwd=folder, timeout=90)
         finally:
             client.run(set_status, paused=False)
     assert_refused(proc, folder)
@@ -169,3 +171,16 @@ def test_cluster_extra_satisfies_distributeds_bokeh_requirement():
     (bokeh,) = [Requirement(r) for r in extras["cluster"] if Requirement(r).name == "bokeh"]
     floor = next(s.version for s in bokeh.specifier if s.operator == ">=")
     assert BOKEH_REQUIREMENT.specifier.contains(floor)
+
+
+def test_pause_timeout_is_a_positive_number_of_seconds(work, scene):
+    """``dask.pause_timeout`` reaches the watchdog as given; zero or a word is refused naming it."""
+    from pipeline.errors import ConfigError
+    from pipeline.jobs.memory import PAUSE_TIMEOUT
+
+    cfg = write_config(work / "pause-timeout", scene)
+    assert load_config(cfg, []).dask.pause_timeout == PAUSE_TIMEOUT == 10
+    assert load_config(cfg, ["dask.pause_timeout=2.5"]).dask.pause_timeout == 2.5
+    for bad in ("0", "soon"):
+        with pytest.raises(ConfigError, match="dask.pause_timeout"):
+            load_config(cfg, [f"dask.pause_timeout={bad}"])

@@ -25,7 +25,7 @@ from pipeline.jobs.config import load_config
 from pipeline.testing.synth import make_scene
 
 from _procs import (
-    assert_same_output, dask_cluster, expected_equal_interval, http_server, kill, partials, read_classes,
+    assert_same_output, dask_cluster, expected_equal_interval, finish, http_server, kill, partials, read_classes,
     read_legend, sceneclass, start_sceneclass, wait_for,
 )
 from conftest import B2, data_path
@@ -88,11 +88,14 @@ def test_cluster_run_equals_threads_run(which, fmt, work, generated, cluster):
     folder = work / f"{which}-{fmt}"
     ext = "tif" if fmt == "cog" else "zarr"
     cfg = write_config(folder, "job", str(src), f"out/classes.{ext}")
-    want = threads_run(cfg, folder / "threads" / f"classes.{ext}")
 
     before = executed(cluster)
     t0 = time.monotonic()
-    proc = sceneclass("run", cfg, "--scheduler", cluster.address, "-v", cwd=folder)
+    proc = start_sceneclass("run", cfg, "--scheduler", cluster.address, "-v", cwd=folder)
+    try:  # meanwhile the reference, in this process on threads (its own folder; the cluster is not used)
+        want = threads_run(cfg, folder / "threads" / f"classes.{ext}")
+    finally:
+        proc = finish(proc)
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr + cluster.log_tail()
     assert f"dask cluster {cluster.address} with 2 workers" in proc.stderr
@@ -115,9 +118,12 @@ def test_cluster_run_equals_threads_run(which, fmt, work, generated, cluster):
 def test_local_cluster_equals_threads_run(work, generated):
     folder = work / "local"
     cfg = write_config(folder, "job", str(generated), "out/classes.tif")
-    want = threads_run(cfg, folder / "threads" / "classes.tif")
-    proc = sceneclass("run", cfg, "--set", "dask.scheduler=local", "--set", "dask.workers=2",
-                      "--set", "dask.dashboard_address=127.0.0.1:0", "-v", cwd=folder)
+    proc = start_sceneclass("run", cfg, "--set", "dask.scheduler=local", "--set", "dask.workers=2",
+                            "--set", "dask.dashboard_address=127.0.0.1:0", "-v", cwd=folder)
+    try:
+        want = threads_run(cfg, folder / "threads" / "classes.tif")  # meanwhile, in this process (own folder)
+    finally:
+        proc = finish(proc)
     assert proc.returncode == 0, proc.stderr
     assert "dask LocalCluster with 2 workers" in proc.stderr
     got = folder / "out" / "classes.tif"

@@ -16,7 +16,7 @@ import rasterio
 import yaml
 from rasterio.windows import Window
 
-from _procs import read_classes, read_legend, sceneclass
+from _procs import read_classes, read_legend, sceneclass, sceneclass_all
 from conftest import B2, data_path
 
 # (row, col, height, width, value offset, tile size)
@@ -177,13 +177,24 @@ def test_float_together_quantile(tmp_path):
         np.testing.assert_array_equal(read_classes(out / f"{name}_classes.tif"), reference_classes(a, want))
 
 
-def run_one(tmp_path: Path, name: str, src: Path, classes: dict, **extra) -> tuple:
+def one_job(tmp_path: Path, name: str, src: Path, classes: dict, **extra) -> tuple[Path, Path]:
+    """A one-input config in its own output folder: (config, output)."""
     out = tmp_path / f"out-{name}"
     cfg = tmp_path / f"{name}.yaml"
     data = {"input": str(src), "nodata": 0, "classes": classes,
             "output": {"path": str(out / "x.tif"), "blocksize": 128}, "processing": {"chunk": 96}, **extra}
     cfg.write_text(yaml.safe_dump(data))
-    return sceneclass("run", cfg), out / "x.tif"
+    return cfg, out / "x.tif"
+
+
+def run_one(tmp_path: Path, name: str, src: Path, classes: dict, **extra) -> tuple:
+    cfg, out = one_job(tmp_path, name, src, classes, **extra)
+    return sceneclass("run", cfg), out
+
+
+def run_many(jobs: list[tuple[Path, Path]]) -> list[tuple]:
+    """``sceneclass run`` of independent one-input configs (:func:`one_job`) at once: (result, output)."""
+    return list(zip(sceneclass_all(*(("run", cfg) for cfg, _ in jobs)), (out for _, out in jobs)))
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
@@ -198,8 +209,13 @@ def test_edges_from_outside_counts_and_clip(tmp_path, dtype):
     legend_a = read_legend(first)
     edges = legend_edges(legend_a).astype(legend_a["edges_dtype"])
     lpath = str(first.with_name("x.legend.json"))
+    # the runs with a's legend are independent (own folders): at once
+    cases = [(name, outside) for name in ("b", "c") for outside in ("nodata", "clip")]
+    runs = run_many([one_job(tmp_path, "again", tmp_path / "in" / "a.tif", {"edges_from": lpath}, **nodata)]
+                    + [one_job(tmp_path, f"{name}-{outside}", tmp_path / "in" / f"{name}.tif",
+                               {"edges_from": lpath, "outside": outside}, **nodata) for name, outside in cases])
     # the same input with its own legend: the same edges, colours and class ids
-    res, again = run_one(tmp_path, "again", tmp_path / "in" / "a.tif", {"edges_from": lpath}, **nodata)
+    res, again = runs[0]
     assert res.returncode == 0, res.stderr
     legend = read_legend(again)
     assert legend["edges"] == legend_a["edges"] and legend["edges_dtype"] == legend_a["edges_dtype"]
@@ -208,28 +224,25 @@ def test_edges_from_outside_counts_and_clip(tmp_path, dtype):
     np.testing.assert_array_equal(read_classes(again), read_classes(first))
     with rasterio.open(again) as a, rasterio.open(first) as b:
         assert a.colormap(1) == b.colormap(1)
-    for name in ("b", "c"):
-        for outside in ("nodata", "clip"):
-            res, out = run_one(tmp_path, f"{name}-{outside}", tmp_path / "in" / f"{name}.tif",
-                               {"edges_from": lpath, "outside": outside}, **nodata)
-            assert res.returncode == 0, res.stderr
-            a = arrays[name]
-            v = valid_of(a)
-            below = int((v < edges[0]).sum())
-            above = int((v > edges[-1]).sum())
-            assert below + above > (0.05 * v.size if name == "c" else 0)  # c: +5000 moves most pixels out
-            legend = read_legend(out)
-            assert legend["outside_pixels"] == below + above, (name, outside)
-            assert legend["outside"] == outside
-            assert legend_edges(legend).tobytes() == legend_edges(legend_a).tobytes()
-            np.testing.assert_array_equal(read_classes(out), reference_classes(a, edges, clip=outside == "clip"))
-            warn = [ln for ln in res.stderr.splitlines() if "outside the class edges" in ln]
-            if below + above > 0.05 * v.size:
-                assert len(warn) == 1 and f"{name}.tif" in warn[0], res.stderr
-                assert "classes hold pixels" not in res.stderr
-            else:
-                assert not warn, res.stderr
-            assert legend["valid_pixels"] == (v.size if outside == "clip" else v.size - below - above)
+    for (name, outside), (res, out) in zip(cases, runs[1:]):
+        assert res.returncode == 0, res.stderr
+        a = arrays[name]
+        v = valid_of(a)
+        below = int((v < edges[0]).sum())
+        above = int((v > edges[-1]).sum())
+        assert below + above > (0.05 * v.size if name == "c" else 0)  # c: +5000 moves most pixels out
+        legend = read_legend(out)
+        assert legend["outside_pixels"] == below + above, (name, outside)
+        assert legend["outside"] == outside
+        assert legend_edges(legend).tobytes() == legend_edges(legend_a).tobytes()
+        np.testing.assert_array_equal(read_classes(out), reference_classes(a, edges, clip=outside == "clip"))
+        warn = [ln for ln in res.stderr.splitlines() if "outside the class edges" in ln]
+        if below + above > 0.05 * v.size:
+            assert len(warn) == 1 and f"{name}.tif" in warn[0], res.stderr
+            assert "classes hold pixels" not in res.stderr
+        else:
+            assert not warn, res.stderr
+        assert legend["valid_pixels"] == (v.size if outside == "clip" else v.size - below - above)
 
 
 def test_manual_outside_counted(tmp_path):
@@ -253,22 +266,25 @@ def test_edges_from_refused(tmp_path):
     bad = {"units.json": dict(legend, units="K"),
            "float.json": dict(legend, dtype="float32", units="reflectance"),
            "broken.json": None, "missing.json": "missing"}
+    jobs = []
     for name, content in bad.items():
         path = tmp_path / name
         if content is None:
             path.write_text("{not json")
         elif content != "missing":
             path.write_text(json.dumps(content))
-        res, out = run_one(tmp_path, f"r-{name}", tmp_path / "in" / "b.tif", {"edges_from": str(path)})
-        assert res.returncode == 2, (name, res.stderr)
-        lines = [ln for ln in res.stderr.splitlines() if "error" in ln.lower()]
-        assert len(lines) == 1 and "classes.edges_from" in lines[0] and name in lines[0], lines
-        assert "Traceback" not in res.stderr
-        assert not out.parent.exists() or not any(out.parent.iterdir())
+        jobs.append(one_job(tmp_path, f"r-{name}", tmp_path / "in" / "b.tif", {"edges_from": str(path)}))
     # a batch is refused as a whole, before anything is written
     cfg = write_config(tmp_path / "b.yaml", [str(tmp_path / "in" / "*.tif")], tmp_path / "out-batch",
                        {"edges_from": str(tmp_path / "units.json")})
-    res = sceneclass("run", cfg)
+    jobs.append((cfg, tmp_path / "out-batch"))
+    *refused, (res, _) = run_many(jobs)  # every one refused in its own folder: at once
+    for name, (res_one, out) in zip(bad, refused):
+        assert res_one.returncode == 2, (name, res_one.stderr)
+        lines = [ln for ln in res_one.stderr.splitlines() if "error" in ln.lower()]
+        assert len(lines) == 1 and "classes.edges_from" in lines[0] and name in lines[0], lines
+        assert "Traceback" not in res_one.stderr
+        assert not out.parent.exists() or not any(out.parent.iterdir())
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if "error" in ln.lower()]
     assert len(lines) == 1 and "classes.edges_from" in lines[0] and "units.json" in lines[0], res.stderr

@@ -28,7 +28,7 @@ from rasterio.rpc import RPC
 from rasterio.transform import xy
 from rio_cogeo.cogeo import cog_validate
 
-from _procs import sceneclass
+from _procs import sceneclass_all
 
 QUICKLOOK = 64  # quicklook size: smaller than the scenes, so the pictures are decimated first
 H, W = 90, 130  # rows, cols: neither is a multiple of the 64-pixel tiles and chunks
@@ -130,7 +130,7 @@ def runs(tmp_path_factory) -> dict:
     tiles and chunks, which do not divide the 90 x 130 scenes); {fmt: (folder, stderr)}."""
     root = tmp_path_factory.mktemp("georef")
     write_inputs(root / "in")
-    result = {}
+    result, paths = {}, {}
     for fmt in ("tif", "zarr"):
         cfg = {
             "inputs": [str(root / "in" / "*.tif")],
@@ -142,7 +142,8 @@ def runs(tmp_path_factory) -> dict:
         }
         path = root / f"{fmt}.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        proc = sceneclass("run", path)
+        paths[fmt] = path
+    for fmt, proc in zip(paths, sceneclass_all(*(("run", path) for path in paths.values()))):  # own folders
         assert proc.returncode == 0, proc.stderr
         assert "NotGeoreferencedWarning" not in proc.stderr, proc.stderr
         result[fmt] = (root / fmt, proc.stderr)

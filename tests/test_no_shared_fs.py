@@ -28,7 +28,7 @@ from rasterio.transform import from_origin
 from pipeline.jobs.batch import run_batch
 from pipeline.jobs.config import load_config
 
-from _procs import can_hide, dask_cluster, own_mount_namespace, partials, sceneclass
+from _procs import can_hide, dask_cluster, finish, own_mount_namespace, partials, sceneclass, start_sceneclass
 from test_cog_stream import assert_same_cog
 from test_object_storage import (BUCKET, KEY, SECRET, assert_same_zarr, creds, download, download_tree, keys,
                                  no_secret, s3, store_complete)  # noqa: F401  (s3: the moto server fixture)
@@ -92,11 +92,14 @@ def test_workers_cannot_see_the_output_folder(cluster, hidden):
 
 def test_cog_to_a_folder_only_the_client_sees(work, hidden, source, cluster):
     ref_cfg = job(work / "ref", source, work / "ref" / "classes.tif")
-    result = run_batch(load_config(ref_cfg, []))  # threads, in process: the reference
-    assert [j.status for j in result.jobs] == ["done"], [j.error for j in result.jobs]
     out = hidden / "classes.tif"
     cfg = job(work / "jobs", source, out)
-    proc = sceneclass("run", cfg, "--scheduler", cluster.address, "-v", cwd=work)
+    proc = start_sceneclass("run", cfg, "--scheduler", cluster.address, "-v", cwd=work)
+    try:  # meanwhile the reference: threads, in this process, its own folder
+        result = run_batch(load_config(ref_cfg, []))
+    finally:
+        proc = finish(proc)
+    assert [j.status for j in result.jobs] == ["done"], [j.error for j in result.jobs]
     assert proc.returncode == 0, proc.stderr[-3000:] + cluster.log_tail()
     assert "not keeping decoded chunks: the dask workers cannot see" in proc.stderr
     assert_same_cog(out, work / "ref" / "classes.tif")
@@ -125,12 +128,15 @@ def test_s3_outputs_from_workers_without_the_client_folder(work, hidden, source,
     (work / "s3got").mkdir()
     for name in ("classes.tif", "classes.zarr"):
         ref = work / "s3ref" / name
-        result = run_batch(load_config(job(work / "s3ref", source, ref), []))  # threads, in process
-        assert [j.status for j in result.jobs] == ["done"], [j.error for j in result.jobs]
         out = f"s3://{BUCKET}/nofs/{name}"
         cfg = job(work / "s3jobs", source, work / "unused" / name, storage={"endpoint_url": endpoint})
-        proc = sceneclass("run", cfg, "--set", f"output.path={out}", "--scheduler", cluster.address, "-v",
-                          cwd=work, **creds())
+        proc = start_sceneclass("run", cfg, "--set", f"output.path={out}", "--scheduler", cluster.address, "-v",
+                                cwd=work, **creds())
+        try:  # meanwhile the reference: threads, in this process, its own folder
+            result = run_batch(load_config(job(work / "s3ref", source, ref), []))
+        finally:
+            proc = finish(proc)
+        assert [j.status for j in result.jobs] == ["done"], [j.error for j in result.jobs]
         assert proc.returncode == 0, proc.stderr[-3000:] + cluster.log_tail()
         assert f"done       {out}" in proc.stdout, proc.stdout
         no_secret(proc.stdout, proc.stderr, cluster.log_tail(200))

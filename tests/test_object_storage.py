@@ -230,8 +230,9 @@ def test_interrupted_zarr_write_is_not_taken_as_complete(s3, tmp_path):
     client.upload_file(str(crop(tmp_path / "in.tif")), BUCKET, "in/k.tif")
     cfg = batch_config(tmp_path, endpoint, [f"s3://{BUCKET}/in/k.tif"], "killed")
     proc = start_sceneclass("run", cfg, **creds())
-    try:  # killed while the tasks write chunks to the staged prefix
-        wait_for(lambda: any("sceneclass-partial" in k and "/c/" in k for k in keys(client, "killed/")), 120, 0.02,
+    try:  # killed while the tasks write chunks to the staged prefix (a listing every 0.1 s: the moto
+        # server runs in this process, and faster polls take its time from the run it serves)
+        wait_for(lambda: any("sceneclass-partial" in k and "/c/" in k for k in keys(client, "killed/")), 120, 0.1,
                  proc=proc)
     finally:
         kill(proc, signal.SIGKILL)
@@ -277,6 +278,8 @@ def test_failed_upload_leaves_the_previous_object(s3, monkeypatch):
 
 
 def test_unreachable_storage_fails_with_one_line(s3, tmp_path):
+    """Nothing listens at the endpoint: one line, the exit code, no secret. One attempt per
+    request (``AWS_MAX_ATTEMPTS=1``): the retries would only wait longer for the same answer."""
     from _procs import free_port
 
     endpoint, client = s3
@@ -284,18 +287,51 @@ def test_unreachable_storage_fails_with_one_line(s3, tmp_path):
     client.upload_file(str(src), BUCKET, "in/u.tif")
     dead = f"http://127.0.0.1:{free_port()}"
     log = tmp_path / "run.log"
+    once = {"AWS_MAX_ATTEMPTS": "1"}
     r = sceneclass("classify", str(src), f"s3://{BUCKET}/u/out.tif", *endpoint_set(dead), "--log-file", str(log),
-                   "-q", **creds())
+                   "-q", **creds(), **once)
     assert r.returncode == 4, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"s3://{BUCKET}/u: cannot reach the output location" in r.stderr
     r2 = sceneclass("classify", f"s3://{BUCKET}/in/u.tif", str(tmp_path / "o.tif"), *endpoint_set(dead), "-q",
-                    **creds())
+                    **creds(), **once)
     assert r2.returncode == 1, r2.stderr
     assert "Traceback" not in r2.stderr and len(r2.stderr.strip().splitlines()) == 1, r2.stderr
     assert f"s3://{BUCKET}/in/u.tif" in r2.stderr
     assert not (tmp_path / "o.tif").exists()
     no_secret(r.stdout, r.stderr, r2.stdout, r2.stderr, log.read_text())
+
+
+def test_attempts_per_request_come_from_the_aws_settings(monkeypatch, tmp_path):
+    """botocore's ``max_attempts`` (``AWS_MAX_ATTEMPTS`` or the profile's) sets the attempts
+    of every S3 request, default 3; a value that is not a whole number >= 1 is refused."""
+    from pipeline import storage
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+
+    def attempts(**kw):
+        return storage.resolve(endpoint_url="http://127.0.0.1:9", **kw).storage_options()[
+            "config_kwargs"]["retries"]["max_attempts"]
+
+    assert attempts() == storage.DEFAULT_MAX_ATTEMPTS == 3
+    (tmp_path / "config").write_text("[profile slow]\nmax_attempts = 7\n")
+    assert attempts(profile="slow") == 7
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert attempts() == 1 and attempts(profile="slow") == 1
+    access = storage.resolve(endpoint_url="http://127.0.0.1:9")
+    assert pickle_roundtrip(access).max_attempts == 1  # the workers get the client's setting
+    for bad in ("0", "x"):
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", bad)
+        with pytest.raises(ConfigError, match="max_attempts"):
+            storage.resolve(endpoint_url="http://127.0.0.1:9")
+
+
+def pickle_roundtrip(obj):
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
 
 
 def test_secret_never_written(s3, tmp_path):

@@ -13,6 +13,7 @@ import contextvars
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 import re
@@ -91,15 +92,25 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False when the
-    system or file system cannot."""
+@functools.cache
+def _renameat2():
+    """libc's ``renameat2`` (looked up once: ``find_library`` runs ``ldconfig`` in a child
+    process), or None where the C library has none."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         fn = libc.renameat2
     except (OSError, AttributeError):
-        return False
+        return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False when the
+    system or file system cannot."""
+    fn = _renameat2()
+    if fn is None:
+        return False
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()

@@ -371,6 +371,8 @@ class Dask(_Model):
     memory_limit: str | None = Field("auto", description="local: per-worker memory limit, e.g. 4GiB")
     dashboard_address: str = ":8787"
     connect_timeout: float = Field(10.0, gt=0)
+    pause_timeout: float = Field(10.0, gt=0, description="seconds a worker may stay paused while no task "
+                                                         "finishes before the run stops")
 
 
 class Storage(_Model):

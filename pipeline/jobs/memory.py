@@ -31,7 +31,8 @@ TASK_OVERHEAD = MiB
 #: MODE overview chunk reads: its 4 inputs and what it allocates (measured 7.5 chunks: 30.3 MiB at
 #: chunk 2048, the piece and dask's intermediate concatenations)
 MODE_JOIN = 12
-#: a worker paused this long while no task of the compute finished stops the run
+#: a worker paused this long (seconds) while no task of the compute finished stops the run
+#: (the default of ``dask.pause_timeout``)
 PAUSE_TIMEOUT = 10.0
 
 
@@ -162,7 +163,7 @@ def _message(minimum: int, what: str) -> str:
             f"(or a smaller processing.chunk / processing.gdal_cache_mb)")
 
 
-def check_workers(client, need_of) -> "PauseWatch":
+def check_workers(client, need_of, pause_timeout: float = PAUSE_TIMEOUT) -> "PauseWatch":
     """Refuse the run (:class:`ConfigError`) when a worker would pause under it.
 
     Parameters
@@ -171,6 +172,9 @@ def check_workers(client, need_of) -> "PauseWatch":
         The run's client, its workers connected.
     need_of : callable
         ``need_of(threads) -> bytes`` beyond a worker's idle memory (see :func:`task_need`).
+    pause_timeout : float
+        Seconds a worker may stay paused while no task finishes before the watchdog stops
+        the compute (``dask.pause_timeout``).
 
     Returns
     -------
@@ -196,7 +200,7 @@ def check_workers(client, need_of) -> "PauseWatch":
         if w["memory"] + need > w["pause"] * w["limit"]:
             raise ConfigError(_message(low, f"a worker limited to {w['limit'] // MiB} MiB would pause "
                                             f"(it uses {w['memory'] // MiB} MiB idle)"))
-    return PauseWatch(client, minimum, min(pauses))
+    return PauseWatch(client, minimum, min(pauses), pause_timeout)
 
 
 class PauseWatch:

@@ -138,7 +138,7 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None, need_of=None) -> Iterator
             )
         with cluster, Client(cluster) as client:
             log.info("dask LocalCluster with %d workers; dashboard: %s", len(cluster.workers), dashboard(client))
-            with _distributed(client, need_of):
+            with _distributed(client, need_of, cfg.pause_timeout):
                 yield client
         return
     try:
@@ -150,14 +150,15 @@ def scheduler(cfg: Dask, gdal_env: dict | None = None, need_of=None) -> Iterator
             client.run(_set_environ, {k: str(v) for k, v in gdal_env.items()})
         workers = len(client.scheduler_info().get("workers", {}))
         log.info("dask cluster %s with %d workers; dashboard: %s", cfg.scheduler, workers, dashboard(client))
-        with _distributed(client, need_of):
+        with _distributed(client, need_of, cfg.pause_timeout):
             yield client
 
 
 @contextmanager
-def _distributed(client, need_of) -> Iterator[None]:
-    """Every compute inside through :func:`distributed_get` on ``client``, after the memory check."""
-    watch = check_workers(client, need_of) if need_of is not None else None
+def _distributed(client, need_of, pause_timeout: float) -> Iterator[None]:
+    """Every compute inside through :func:`distributed_get` on ``client``, after the memory check
+    (a worker paused for ``pause_timeout`` seconds while no task finishes stops the compute)."""
+    watch = check_workers(client, need_of, pause_timeout) if need_of is not None else None
     with dask.config.set(scheduler=distributed_get(client, watch)):
         yield
 
