@@ -299,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
 def _interrupted(args, signum: int, code: int) -> int:
     import signal
 
+    from .jobs.atomic import remove_leftovers
+
+    for p in remove_leftovers():  # the backstop: the run's own cleanup removes them as a rule
+        log.debug("removed the temporary %s", p)
     name = signal.Signals(signum).name
     return _fail(args, f"stopped by {name}; temporaries removed, previous outputs unchanged", code)
 

@@ -29,7 +29,7 @@ import yaml
 from pipeline import cli
 from pipeline.jobs.batch import run_batch
 from pipeline.jobs.config import load_config
-from pipeline.jobs.atomic import commit, partial_path
+from pipeline.jobs.atomic import PARTIAL_TAG, commit, partial_path
 from pipeline.testing.synth import make_scene
 
 from _procs import partials, read_classes, sceneclass, start_sceneclass, wait_for
@@ -436,3 +436,65 @@ def test_signal_cleans_up_and_exits(moment, big_scene, tmp_path):
         assert checksums(out_dir) == before
         assert sha(big_scene) == input_sum
     assert len(hits) >= 2, f"the signals reached the run at {moment} only {len(hits)} of 3 times"
+
+
+SIGNAL_AT_CREATION = r"""
+import os, signal, sys
+from pathlib import Path
+from pipeline.jobs import atomic
+from pipeline.jobs.interrupt import Interrupted, stop_on_signals
+
+final = Path(sys.argv[1]) / sys.argv[2]
+make = sys.argv[3]
+real = {"dir": os.mkdir, "file": os.open}
+
+
+def then_signal(name):
+    def created(*args, **kwargs):
+        out = real[name](*args, **kwargs)
+        if str(args[0]).endswith(".sceneclass-partial"):
+            os.kill(os.getpid(), signal.SIGTERM)  # the signal lands the moment the temporary exists
+        return out
+    return created
+
+
+setattr(os, {"dir": "mkdir", "file": "open"}[make], then_signal(make))
+try:
+    with stop_on_signals():
+        with atomic.atomic_output(final, make=make) as tmp:
+            raise SystemExit("the block was entered: the signal did not wait")
+except Interrupted as e:
+    sys.exit(e.exit_code)
+"""
+
+
+@pytest.mark.parametrize("make", ["file", "dir"])
+def test_a_signal_as_a_temporary_is_created_leaves_nothing(make, tmp_path):
+    """SIGTERM delivered right after the temporary is created, before anything holds its name:
+    the signal waits until its owner does, which removes it; the output folder stays empty."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_CREATION, str(out), "classes.zarr", make],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_remove_leftovers_takes_only_this_process_temporaries(tmp_path):
+    """The stopped run's backstop removes the temporaries it made and still has, not committed
+    outputs, not a replaced output moved aside, not another process's temporaries."""
+    from pipeline.jobs.atomic import remove_leftovers
+
+    final = tmp_path / "a.tif"
+    kept = partial_path(final, ".tif")
+    committed = partial_path(tmp_path / "b.tif", ".tif")
+    commit(committed, tmp_path / "b.tif")
+    folder = partial_path(final, ".tiles", make="dir")
+    (folder / "0_0_0").write_bytes(b"tile")
+    aside = partial_path(final, ".old", make=None)
+    aside.write_bytes(b"old output")
+    other = tmp_path / f".c.tif.0123abcd{PARTIAL_TAG}.tif"
+    other.write_bytes(b"another run's")
+    assert sorted(remove_leftovers()) == sorted([kept, folder])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b.tif", aside.name, other.name])
+    assert remove_leftovers() == []

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Iterator, Literal
 
 from .. import storage
 from ..errors import OutputError
+from .interrupt import deferred
 
 log = logging.getLogger(__name__.replace("pipeline", "sceneclass", 1))
 
@@ -33,6 +35,10 @@ PARTIAL_TAG = ".sceneclass-partial"
 _ASIDE = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}" + re.escape(PARTIAL_TAG) + r"\.old$")
 
 _staging: contextvars.ContextVar["Staging | None"] = contextvars.ContextVar("sceneclass_staging", default=None)
+
+#: every temporary this process created (:func:`partial_path` with ``make``), for :func:`remove_leftovers`
+_made: set[str] = set()
+_made_lock = threading.Lock()
 
 
 def partial_path(final: Path, suffix: str = "", make: Literal["file", "dir"] | None = "file") -> Path:
@@ -60,11 +66,33 @@ def partial_path(final: Path, suffix: str = "", make: Literal["file", "dir"] | N
         The temporary cannot be created (``FileExistsError`` if something took the name).
     """
     path = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PARTIAL_TAG}{suffix}")
+    if make is not None:
+        with _made_lock:
+            _made.add(str(path))
     if make == "file":
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))
     elif make == "dir":
         os.mkdir(path)
     return path
+
+
+def remove_leftovers() -> list[Path]:
+    """Remove every temporary this process created that is still there, and return them.
+
+    What a run stopped by a signal calls last: a signal can arrive between the creation of a
+    temporary and the statement that would have taken charge of it, or while a thread is still
+    writing into a temporary folder its owner has just removed. Committed temporaries were
+    renamed away; a replaced output moved aside (``.old``, restored by the next run) is never
+    one of them."""
+    with _made_lock:
+        made = sorted(_made)
+        _made.clear()
+    gone = []
+    for p in map(Path, made):
+        if p.exists() or p.is_symlink():
+            remove(p)
+            gone.append(p)
+    return gone
 
 
 def sibling(output: Path, suffix: str) -> Path:
@@ -242,11 +270,14 @@ def atomic_output(final: Path, suffix: str = "", make: Literal["file", "dir"] = 
     see :func:`partial_path`); on success move it to ``final`` (or leave it to the active
     :class:`Staging`), on any failure remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(final, suffix, make)
+    tmp = None
     try:
+        with deferred():  # a signal waits until the temporary has its owner
+            tmp = partial_path(final, suffix, make)
         yield tmp
     except BaseException:
-        remove(tmp)
+        if tmp is not None:
+            remove(tmp)
         raise
     staging = _staging.get()
     if staging is not None:

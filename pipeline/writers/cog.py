@@ -34,6 +34,7 @@ from rasterio.windows import Window
 from ..errors import OutputError
 from ..jobs.atomic import atomic_output, cause, output_errors, partial_path, remove
 from ..jobs.config import Output
+from ..jobs.interrupt import deferred
 from .cogstream import DEFAULT_LEVELS, distributed_client, write_cog_stream
 from .tiles import overview_factors
 
@@ -197,7 +198,7 @@ def write_cog(classes: da.Array, scene, palette: np.ndarray, out: Output, final:
     spool = None
     try:
         if distributed_client() is None:
-            with output_errors(final):
+            with output_errors(final), deferred():  # a signal waits until ``spool`` is set
                 spool = partial_path(final, ".tiles", make="dir")
         counts = write_cog_stream(classes, scene, palette, out, destination, bands, count, staged, lut, spool=spool)
     finally:
