@@ -175,7 +175,7 @@ class _Tasks:
     def _each(self, keys: np.ndarray, *path) -> np.ndarray:
         """``pick(result, *path)`` of every task in ``keys``: a task of its own on a distributed
         scheduler (so only that part travels on), else the same call inlined in whatever uses it
-        (:func:`outputs` undoes it for results the caller picks)."""
+        (:meth:`outputs` undoes it for results the caller picks)."""
         out = np.empty(keys.shape, object)
         for idx, k in np.ndenumerate(keys):
             out[idx] = (pick, k, *path) if self.inline else self._task(pick, k, *path)
