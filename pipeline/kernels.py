@@ -182,16 +182,15 @@ def float_key_hist(values: np.ndarray, nodata: float | None, shift: int, prefixe
     """Compiled: add to ``counts`` (int64[len(prefixes) * 65,536]) the 16 key bits below
     ``shift + 16`` of the valid pixels whose key shifted right by ``shift + 16`` is in
     ``prefixes`` (sorted, not empty), at ``row * 65536 + digit``."""
-    one, times = broadcast_value(values), 1
+    prefixes = np.ascontiguousarray(prefixes, dtype=np.uint64)
+    one = broadcast_value(values)
     if one is not None:  # counts scale exactly with the pixels
-        flat, times, total = one, values.size, counts
-        counts = np.zeros_like(total)
-    else:
-        flat = np.ascontiguousarray(values).reshape(-1)
-    _fastkernels.fkeyhist(flat, flat.itemsize, nodata_of(flat.dtype, nodata), shift,
-                          np.ascontiguousarray(prefixes, dtype=np.uint64), counts)
-    if times != 1:
-        total += counts * times
+        part = np.zeros_like(counts)
+        _fastkernels.fkeyhist(one, one.itemsize, nodata_of(one.dtype, nodata), shift, prefixes, part)
+        counts += part * values.size
+        return
+    flat = np.ascontiguousarray(values).reshape(-1)
+    _fastkernels.fkeyhist(flat, flat.itemsize, nodata_of(flat.dtype, nodata), shift, prefixes, counts)
 
 
 def float_binned(values: np.ndarray, nodata: float | None, edges: np.ndarray, counts: np.ndarray,

@@ -578,14 +578,13 @@ def stats_graph(scene: Scene, distribution: bool) -> dict[str, da.Array]:
         total = sum_blocks(parts)
         return {"hist": total[:k], "masked_hist": total[k:]}
     x, nodata = scene.values()
-    if distribution:  # the summary and the top key histogram from one scan of each block, folded as one row
-        parts = reduce_blocks(x, block_summary_top, 3 + RADIX, np.float64, nodata=nodata)
-        total = sum_blocks(parts, _plus_summary)
-        graph = {"count": total[0], "min": total[1], "max": total[2], "top_hist": total[3:].astype(np.int64)}
-    else:
-        # one fold of the rows, as above: three tree reductions took eight tasks a block
-        total = sum_blocks(reduce_blocks(x, block_summary, 3, np.float64, nodata=nodata), _plus_summary)
-        graph = {"count": total[0], "min": total[1], "max": total[2]}
+    # one row per block (with ``distribution`` also the top key histogram, from the same scan),
+    # folded in block order: one task a block, not a tree reduction per statistic
+    summary, length = (block_summary_top, 3 + RADIX) if distribution else (block_summary, 3)
+    total = sum_blocks(reduce_blocks(x, summary, length, np.float64, nodata=nodata), _plus_summary)
+    graph = {"count": total[0], "min": total[1], "max": total[2]}
+    if distribution:
+        graph["top_hist"] = total[3:].astype(np.int64)
     rule = scene.rule
     if not scene.plain() or (scene.dtype.kind == "f" and rule.nodata):  # who removed which pixels
         removed = reduce_blocks(scene.array, block_removed, len(rule.nodata) + 3, np.float64,
