@@ -328,8 +328,43 @@ def lookup_masked(block: np.ndarray, mask: np.ndarray, lut: np.ndarray) -> np.nd
     return cls
 
 
+def copy_into(out: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """``out[...] = block`` and return ``out``; fast when ``block`` is a broadcast along its
+    leading axes (a uniform chunk's look-up: strides 0, 0[, 1]).
+
+    numpy copies such a broadcast element by element along its shortest contiguous run, the
+    band axis of a colour block (3 or 4 bytes): about 40x the time of a real copy. Here the
+    first row is made first and then copied into every other row, so each copy runs over a
+    whole row.
+
+    Parameters
+    ----------
+    out : ndarray
+        Writable, of ``block``'s shape.
+    block : ndarray
+        The pixels, of any strides.
+    """
+    if block.ndim >= 2 and block.strides[0] == 0 and block.shape[0] > 0:
+        copy_into(out[0], block[0])
+        out[1:] = out[0]
+    else:
+        out[...] = block
+    return out
+
+
+def contiguous(block: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(block)``, through :func:`copy_into` when ``block`` is a broadcast."""
+    if block.flags.c_contiguous:
+        return block
+    return copy_into(np.empty(block.shape, block.dtype), block)
+
+
 def to_band_first(block: np.ndarray) -> np.ndarray:
     """(y, x, band) -> (band, y, x), contiguous."""
+    if block.ndim == 3 and block.strides[:2] == (0, 0) and block.size:  # a uniform block: each band one value
+        out = np.empty((block.shape[2],) + block.shape[:2], block.dtype)
+        out[...] = block[:1, :1].reshape(-1)[:, None, None]  # each band's runs are whole rows
+        return out
     return np.ascontiguousarray(np.moveaxis(block, -1, 0))
 
 

@@ -187,6 +187,30 @@ def test_run_equals_gdal_cog_driver(tmp_path, mode, blocksize, chunk, resampling
     assert_same_cog(got, gdal_cog(got, full, tmp_path, resampling, blocksize, compression))
 
 
+@pytest.mark.parametrize("mode,resampling", [("rgb", "nearest"), ("rgba", "mode"), ("paletted", "nearest"),
+                                               ("rgb", "mode")])
+def test_whole_fill_chunks_equal_one_chunk_run_and_gdal(tmp_path, mode, resampling):
+    """Chunks that hold only nodata (the fill around a footprint, including the ragged last chunk
+    row and column) are looked up as a broadcast of one colour and their tiles compressed once:
+    the file has the pixels of a run whose one chunk is not uniform, and GDAL's overviews."""
+    shape, chunk, blocksize = (701, 913), 192, 64
+    source = make_input(tmp_path / "in.tif", shape, "uint16")
+    with rasterio.open(source, "r+") as dst:
+        values = dst.read(1)
+        values[:384, :384] = 0  # four whole chunks
+        values[:, 768:] = 0  # the last chunk column: 145 px, edge tiles 17 px wide
+        values[576:] = 0  # the last chunk row: 125 px
+        dst.write(values, 1)
+    opts = dict(mode=mode, blocksize=blocksize, overview_resampling=resampling)
+    got = run_with(config(tmp_path / "chunked", source, chunk=chunk, **opts))
+    one = run_with(config(tmp_path / "one", source, chunk=1024, **opts))
+    for x, y in zip(levels(got), levels(one)):
+        assert np.array_equal(x, y)
+    with rasterio.open(got) as src:
+        full = src.read()
+    assert_same_cog(got, gdal_cog(got, full, tmp_path, resampling, blocksize))
+
+
 @pytest.mark.parametrize("resampling", ["nearest", "mode"])
 def test_real_band_odd_size(tmp_path, resampling):
     """The real 677 x 775 float32 Landsat band (striped, no declared nodata), blocksize 64."""

@@ -36,8 +36,13 @@ def test_piecewise_histogram_and_lookup_equal_numpy(dtype, kernel_path):
     np.testing.assert_array_equal(kernels.bincount_block(block, length), np.bincount(u.ravel(), minlength=length))
     lut = rng.integers(0, 255, length).astype(np.uint8)
     np.testing.assert_array_equal(kernels.lookup_block(block, lut), lut[u])
-    bands = rng.integers(0, 255, (length, 4)).astype(np.uint8)  # a trailing band axis
-    np.testing.assert_array_equal(kernels.lookup_block(block, bands), bands[u])
+    block.flat[-1], block.flat[0], block.flat[999] = info.max, info.max, info.min  # the table's last entry
+    for nb in (2, 3, 4):  # a trailing band axis (colours: 3 bytes a pixel stored a word at a time)
+        table = rng.integers(0, 255, (length, nb)).astype(np.uint8)
+        np.testing.assert_array_equal(kernels.lookup_block(block, table), table[u])
+        for tail in (block[:1, :2], block[-1:, -2:], block[-2:, -1:]):  # the last pixel of a block
+            np.testing.assert_array_equal(kernels.lookup_block(tail, table), table[tail.view(u.dtype)])
+    bands = table
     view = block[5:-3, 7:-2]  # not contiguous
     np.testing.assert_array_equal(kernels.lookup_block(view, lut), lut[view.view(u.dtype)])
     for value in (info.min, -1 if info.min < 0 else 1, info.max):  # uniform blocks take a short cut
@@ -298,3 +303,40 @@ def test_float_kernels_take_a_broadcast_block_as_its_copy(dtype, value):
         prefixes = np.unique(key >> key.dtype.type(shift + 16)).astype(np.uint64)
         assert np.array_equal(stats.block_key_hist(view, nodata, prefixes, shift),
                               stats.block_key_hist(real, nodata, prefixes, shift))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (37, 53, 4), (1, 5, 3), (0, 4, 3)])
+def test_copy_into_takes_a_broadcast_as_its_copy(shape):
+    """A uniform chunk's look-up is a read-only broadcast of one pixel (strides 0, 0[, 1]); the
+    fast copy of it, of a row-only broadcast, and of a plain strided view give the same pixels
+    as numpy's copy."""
+    rng = np.random.default_rng(7)
+    pixel = rng.integers(1, 255, shape[2:], dtype=np.uint8)
+    row = rng.integers(0, 255, shape[1:], dtype=np.uint8)
+    for block in (np.broadcast_to(pixel, shape), np.broadcast_to(row, shape),
+                  rng.integers(0, 255, (shape[0], shape[1] * 2) + shape[2:], dtype=np.uint8)[:, ::2]):
+        out = np.full(shape, 9, np.uint8)
+        assert kernels.copy_into(out, block) is out
+        assert np.array_equal(out, np.array(block))
+        got = kernels.contiguous(block)
+        assert got.flags.c_contiguous and np.array_equal(got, np.array(block))
+        if len(shape) == 3:
+            want = np.moveaxis(np.array(block), -1, 0)
+            got = kernels.to_band_first(block)
+            assert got.flags.c_contiguous and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("compression", ["zstd", "deflate", "lzw", "none"])
+@pytest.mark.parametrize("bands", [(), (3,), (4,)])
+def test_encode_chunk_of_a_broadcast_equals_its_copy(compression, bands):
+    """A uniform chunk's tiles (each tile shape compressed once, bytes reused) are the tiles of
+    the same pixels as a real array, edge tiles padded with zeros included."""
+    from pipeline.writers.tiles import encode_chunk
+
+    pixel = np.array([17, 200, 3, 255][: bands[0]] if bands else 17, np.uint8)
+    view = np.broadcast_to(pixel, (150, 203) + bands)
+    level = {"zstd": 3, "deflate": 6}.get(compression)
+    got = encode_chunk(view, 64, compression, level)
+    want = encode_chunk(np.array(view), 64, compression, level)
+    assert [[bytes(t) for t in r] for r in got] == [[bytes(t) for t in r] for r in want]
+    assert len(got) == 3 and len(got[0]) == 4

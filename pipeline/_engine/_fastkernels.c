@@ -558,6 +558,30 @@ static PyObject *fbinned(PyObject *self, PyObject *args) {
             dst[i * BANDS + b] = src[b];                                                                \
     }
 
+/* Three bytes a pixel: one 4-byte load and one 4-byte store per pixel instead of three of
+ * each (about 2x). The fourth byte stored is the next pixel's first, which the next
+ * iteration writes; the last pixel, and an entry whose fourth byte would lie past the
+ * table's end, go byte by byte. */
+#define LUTN3_LOOP(UINT)                                                                                \
+    {                                                                                                   \
+        const Py_ssize_t last_word = lut.len - 4;                                                       \
+        for (Py_ssize_t i = 0; i + 1 < n; i++) {                                                        \
+            const Py_ssize_t at = (Py_ssize_t)((const UINT *)v)[i] * 3;                                 \
+            uint32_t word;                                                                              \
+            if (at <= last_word) {                                                                      \
+                memcpy(&word, table + at, 4);                                                           \
+                memcpy(dst + i * 3, &word, 4);                                                          \
+            } else {                                                                                    \
+                dst[i * 3] = table[at]; dst[i * 3 + 1] = table[at + 1]; dst[i * 3 + 2] = table[at + 2]; \
+            }                                                                                           \
+        }                                                                                               \
+        if (n > 0) {                                                                                    \
+            const Py_ssize_t at = (Py_ssize_t)((const UINT *)v)[n - 1] * 3;                             \
+            for (int b = 0; b < 3; b++)                                                                 \
+                dst[(n - 1) * 3 + b] = table[at + b];                                                   \
+        }                                                                                               \
+    }
+
 static PyObject *lutn(PyObject *self, PyObject *args) {
     Py_buffer values, lut, out;
     int itemsize, bands;
@@ -579,9 +603,9 @@ static PyObject *lutn(PyObject *self, PyObject *args) {
     uint8_t *dst = (uint8_t *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     if (itemsize == 1) {
-        if (bands == 2) { LUTN_LOOP(uint8_t, 2) } else if (bands == 3) { LUTN_LOOP(uint8_t, 3) } else { LUTN_LOOP(uint8_t, 4) }
+        if (bands == 2) { LUTN_LOOP(uint8_t, 2) } else if (bands == 3) { LUTN3_LOOP(uint8_t) } else { LUTN_LOOP(uint8_t, 4) }
     } else {
-        if (bands == 2) { LUTN_LOOP(uint16_t, 2) } else if (bands == 3) { LUTN_LOOP(uint16_t, 3) } else { LUTN_LOOP(uint16_t, 4) }
+        if (bands == 2) { LUTN_LOOP(uint16_t, 2) } else if (bands == 3) { LUTN3_LOOP(uint16_t) } else { LUTN_LOOP(uint16_t, 4) }
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&values);

@@ -261,7 +261,7 @@ def chunk_task(block: np.ndarray, table: np.ndarray | None, spec: ChunkSpec, sou
         result["tiles"][level] = spec.encode(part, spool)
     for level, box, path in spec.pieces:
         px = looked_up(block, pixels, table, *_relative(sources[level], box, y0, x0))
-        result["near"][level] = stash({"px": np.ascontiguousarray(px)}, path)
+        result["near"][level] = stash({"px": kernels.contiguous(px)}, path)
     m = spec.mode
     if m is not None:
         ys, ye, xs, xe = (w[a:b] for w, (a, b) in zip(windows, [(m.i0, m.i1)] * 2 + [(m.j0, m.j1)] * 2))

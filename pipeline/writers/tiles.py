@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._engine.scratch import scratch
+from ..kernels import copy_into
 
 #: TIFF Compression tag values
 COMPRESSION_CODES = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
@@ -221,19 +222,27 @@ def encode_chunk(block: np.ndarray, blocksize: int, compression: str, level: int
     b = blocksize
     h, w = block.shape[:2]
     tile = scratch("cog-tile", (b, b) + block.shape[2:], np.uint8)  # this thread's: never returned
+    # a uniform chunk (the look-up of fill: a broadcast of one pixel) has one tile per tile
+    # shape: each is compressed once and its bytes reused
+    same: dict | None = {} if block.strides[:2] == (0, 0) else None
     rows = []
     for r0 in range(0, h, b):
         row = []
         for c0 in range(0, w, b):
             part = block[r0:r0 + b, c0:c0 + b]
+            if same is not None and part.shape in same:
+                row.append(same[part.shape])
+                continue
             if part.shape[:2] != (b, b):
                 tile[...] = 0
-                tile[: part.shape[0], : part.shape[1]] = part
+                copy_into(tile[: part.shape[0], : part.shape[1]], part)
             elif part.flags.c_contiguous:
                 row.append(enc(part.data))
                 continue
             else:
-                tile[...] = part
+                copy_into(tile, part)
             row.append(enc(tile.data))
+            if same is not None:
+                same[part.shape] = row[-1]
         rows.append(row)
     return rows
