@@ -340,3 +340,19 @@ def test_encode_chunk_of_a_broadcast_equals_its_copy(compression, bands):
     want = encode_chunk(np.array(view), 64, compression, level)
     assert [[bytes(t) for t in r] for r in got] == [[bytes(t) for t in r] for r in want]
     assert len(got) == 3 and len(got[0]) == 4
+
+
+@pytest.mark.parametrize("bands", [(), (3,)])
+def test_decimated_of_a_broadcast_is_its_copy_decimated(bands):
+    """A uniform chunk (a broadcast of one value, as the decoded-chunk store hands fill back)
+    decimates to a broadcast of the same pixels, with or without a scratch buffer, without
+    numpy's copy of the whole chunk first."""
+    pixel = np.array([9, 250, 3][: bands[0]] if bands else 40000, np.uint16)
+    view = np.broadcast_to(pixel, (301, 257) + bands)
+    rows, cols = np.array([0, 7, 100, 300]), np.array([3, 4, 256])
+    want = np.array(view)[np.ix_(rows, cols)]
+    for buffer in (None, "test-decimated"):
+        got = decimated(view, rows, cols, buffer)
+        assert got.shape == want.shape and np.array_equal(got, want)
+        assert got.strides[:2] == (0, 0)  # still a broadcast: no chunk-sized copy was made
+    assert decimated(view, rows[:0], cols).shape == (0, 3) + bands

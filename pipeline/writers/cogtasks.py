@@ -133,7 +133,10 @@ def owned(sources: np.ndarray, start: int, n: int) -> tuple[int, int]:
 def decimated(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, buffer: str | None = None) -> np.ndarray:
     """``block[rows][:, cols]`` as a contiguous array (rows and columns relative to the block):
     a new one, or with ``buffer`` one over this thread's scratch buffers of that name (for
-    pixels that do not leave the task)."""
+    pixels that do not leave the task). A broadcast of one pixel (a uniform chunk) gives a
+    broadcast of it (numpy's indexing would first copy the whole chunk)."""
+    if block.strides[:2] == (0, 0):
+        return np.broadcast_to(block[:1, :1], (len(rows), len(cols)) + block.shape[2:])
     if buffer is None:
         return block[np.ix_(rows, cols)]
     out = scratch(buffer, (len(rows), len(cols)) + block.shape[2:], block.dtype)
