@@ -356,3 +356,20 @@ def test_decimated_of_a_broadcast_is_its_copy_decimated(bands):
         assert got.shape == want.shape and np.array_equal(got, want)
         assert got.strides[:2] == (0, 0)  # still a broadcast: no chunk-sized copy was made
     assert decimated(view, rows[:0], cols).shape == (0, 3) + bands
+
+
+@pytest.mark.parametrize("bands", [(), (3,)])
+@pytest.mark.parametrize("value", [0, 5])
+def test_windowed_mode_of_a_broadcast_is_its_copy_mode(bands, value):
+    """A uniform chunk's level-1 ``mode`` pixels (windows of 2 and 3 pixels, nodata 0 for class
+    ids) are those of the same pixels as a real array."""
+    from pipeline.writers.cogtasks import windowed_mode
+
+    pixel = np.array([value, 200, 3][: bands[0]] if bands else value, np.uint8)
+    view = np.broadcast_to(pixel, (97, 131) + bands)
+    ys, xs = np.arange(0, 96, 2), np.arange(0, 129, 2)
+    ye, xe = ys + 2, np.minimum(xs + 3, 131)
+    nodata = None if bands else 0
+    want = windowed_mode(np.array(view), ys, ye, xs, xe, nodata)
+    got = windowed_mode(view, ys, ye, xs, xe, nodata)
+    assert got.flags.c_contiguous and got.dtype == want.dtype and np.array_equal(got, want)

@@ -285,6 +285,8 @@ def windowed_mode(src: np.ndarray, ys, ye, xs, xe, nodata: int | None) -> np.nda
     """:func:`~pipeline.writers.tiles.mode_block`, also for no window at all (an empty result)."""
     if len(ys) == 0 or len(xs) == 0:
         return np.zeros((len(ys), len(xs)) + src.shape[2:], np.uint8)
+    if src.strides[:2] == (0, 0):  # a uniform chunk: every window's mode is its one value (nodata too)
+        return kernels.contiguous(np.broadcast_to(src[:1, :1], (len(ys), len(xs)) + src.shape[2:]))
     return mode_block(src, ys, ye, xs, xe, nodata)
 
 
