@@ -373,3 +373,28 @@ def test_windowed_mode_of_a_broadcast_is_its_copy_mode(bands, value):
     want = windowed_mode(np.array(view), ys, ye, xs, xe, nodata)
     got = windowed_mode(view, ys, ye, xs, xe, nodata)
     assert got.flags.c_contiguous and got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_histogram_tables_kept_between_calls_start_from_zero(kernel_path):
+    """The compiled uint16 histogram keeps its count tables per thread from one call to the
+    next: consecutive blocks in one thread, and blocks in other threads at the same time, each
+    count only their own pixels (odd sizes, so the last few pixels take the tail loop)."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    blocks = [rng.integers(0, 65535, n, endpoint=True).astype(np.uint16) for n in (100003, 7, 65541)]
+    blocks.append(np.repeat(np.arange(9000, 9100, dtype=np.uint16), 777))  # runs of equal values
+    errors = []
+
+    def count_all():
+        for b in blocks * 2:
+            if not np.array_equal(kernels.bincount_block(b, 65536), np.bincount(b, minlength=65536)):
+                errors.append(b.size)
+
+    threads = [threading.Thread(target=count_all) for _ in range(3)]
+    for t in threads:
+        t.start()
+    count_all()
+    for t in threads:
+        t.join()
+    assert errors == []

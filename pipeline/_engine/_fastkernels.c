@@ -57,6 +57,37 @@
 /* pixels counted into the 32-bit tables before they are added to the int64 counts */
 #define FLUSH ((Py_ssize_t)1 << 30)
 
+/* This thread's four zeroed 65,536-entry count tables, kept from one hist16 call to the next
+ * (freed when the thread ends): fresh calloc'ed tables for each chunk made the count take 2.2x
+ * as long (11 against 5 ms for a 2048 x 2048 chunk), their pages faulted in again each time.
+ * NULL where threads have no keys (then each call allocates its own). */
+#ifndef _WIN32
+#include <pthread.h>
+static pthread_key_t hist_key;
+static pthread_once_t hist_once = PTHREAD_ONCE_INIT;
+static int hist_key_made = 0;
+static void make_hist_key(void) { hist_key_made = pthread_key_create(&hist_key, free) == 0; }
+#endif
+
+static uint32_t *kept_hist_tables(void) {
+#ifndef _WIN32
+    pthread_once(&hist_once, make_hist_key);
+    if (!hist_key_made)
+        return NULL;
+    uint32_t *tables = pthread_getspecific(hist_key);
+    if (tables == NULL) {
+        tables = calloc(4 * BINS, sizeof(uint32_t));
+        if (tables != NULL && pthread_setspecific(hist_key, tables) != 0) {
+            free(tables);
+            tables = NULL;
+        }
+    }
+    return tables;
+#else
+    return NULL;
+#endif
+}
+
 static PyObject *hist16(PyObject *self, PyObject *args) {
     Py_buffer values, counts;
     if (!PyArg_ParseTuple(args, "y*w*:hist16", &values, &counts))
@@ -67,7 +98,10 @@ static PyObject *hist16(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "hist16: values must be uint16, counts int64[65536]");
         return NULL;
     }
-    uint32_t *tables = calloc(4 * BINS, sizeof(uint32_t));
+    uint32_t *tables = kept_hist_tables();  /* zeroed: every call leaves them zeroed */
+    const int kept = tables != NULL;
+    if (!kept)
+        tables = calloc(4 * BINS, sizeof(uint32_t));
     if (tables == NULL) {
         PyBuffer_Release(&values);
         PyBuffer_Release(&counts);
@@ -81,10 +115,14 @@ static PyObject *hist16(PyObject *self, PyObject *args) {
     for (Py_ssize_t start = 0; start < n; start += FLUSH) {
         Py_ssize_t end = n - start > FLUSH ? start + FLUSH : n, i = start;
         for (; i + 4 <= end; i += 4) {
-            t0[v[i]]++;
-            t1[v[i + 1]]++;
-            t2[v[i + 2]]++;
-            t3[v[i + 3]]++;
+            /* the four values are loaded before any count is stored: a load issued after a
+             * store whose address matches it in the low 12 bits waits for that store (4K
+             * aliasing), which made this loop 2.6x slower on a Landsat-like chunk */
+            const uint16_t a = v[i], b = v[i + 1], c = v[i + 2], d = v[i + 3];
+            t0[a]++;
+            t1[b]++;
+            t2[c]++;
+            t3[d]++;
         }
         for (; i < end; i++)
             t0[v[i]]++;
@@ -94,7 +132,8 @@ static PyObject *hist16(PyObject *self, PyObject *args) {
         memset(tables, 0, 4 * BINS * sizeof(uint32_t));
     }
     Py_END_ALLOW_THREADS
-    free(tables);
+    if (!kept)
+        free(tables);
     PyBuffer_Release(&values);
     PyBuffer_Release(&counts);
     Py_RETURN_NONE;
