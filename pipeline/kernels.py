@@ -328,6 +328,13 @@ def lookup_masked(block: np.ndarray, mask: np.ndarray, lut: np.ndarray) -> np.nd
     return cls
 
 
+def one_pixel(block: np.ndarray) -> bool:
+    """True when ``block`` is one pixel broadcast over its rows and columns (stride 0 on its
+    first two axes): how a uniform chunk is handed on (:func:`lookup_block`, the decoded-chunk
+    store), so that fill takes no memory. Every such block is uniform."""
+    return block.ndim >= 2 and block.strides[0] == 0 and block.strides[1] == 0
+
+
 def copy_into(out: np.ndarray, block: np.ndarray) -> np.ndarray:
     """``out[...] = block`` and return ``out``; fast when ``block`` is a broadcast along its
     leading axes (a uniform chunk's look-up: strides 0, 0[, 1]).
@@ -361,7 +368,7 @@ def contiguous(block: np.ndarray) -> np.ndarray:
 
 def to_band_first(block: np.ndarray) -> np.ndarray:
     """(y, x, band) -> (band, y, x), contiguous."""
-    if block.ndim == 3 and block.strides[:2] == (0, 0) and block.size:  # a uniform block: each band one value
+    if block.ndim == 3 and one_pixel(block) and block.size:  # a uniform block: each band one value
         out = np.empty((block.shape[2],) + block.shape[:2], block.dtype)
         out[...] = block[:1, :1].reshape(-1)[:, None, None]  # each band's runs are whole rows
         return out

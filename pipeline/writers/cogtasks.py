@@ -135,7 +135,7 @@ def decimated(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, buffer: str
     a new one, or with ``buffer`` one over this thread's scratch buffers of that name (for
     pixels that do not leave the task). A broadcast of one pixel (a uniform chunk) gives a
     broadcast of it (numpy's indexing would first copy the whole chunk)."""
-    if block.strides[:2] == (0, 0):
+    if kernels.one_pixel(block):
         return np.broadcast_to(block[:1, :1], (len(rows), len(cols)) + block.shape[2:])
     if buffer is None:
         return block[np.ix_(rows, cols)]
@@ -285,7 +285,7 @@ def windowed_mode(src: np.ndarray, ys, ye, xs, xe, nodata: int | None) -> np.nda
     """:func:`~pipeline.writers.tiles.mode_block`, also for no window at all (an empty result)."""
     if len(ys) == 0 or len(xs) == 0:
         return np.zeros((len(ys), len(xs)) + src.shape[2:], np.uint8)
-    if src.strides[:2] == (0, 0):  # a uniform chunk: every window's mode is its one value (nodata too)
+    if kernels.one_pixel(src):  # a uniform chunk: every window's mode is its one value (nodata too)
         return kernels.contiguous(np.broadcast_to(src[:1, :1], (len(ys), len(xs)) + src.shape[2:]))
     return mode_block(src, ys, ye, xs, xe, nodata)
 

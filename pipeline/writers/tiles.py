@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._engine.scratch import scratch
-from ..kernels import copy_into
+from ..kernels import copy_into, one_pixel
 
 #: TIFF Compression tag values
 COMPRESSION_CODES = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
@@ -224,7 +224,7 @@ def encode_chunk(block: np.ndarray, blocksize: int, compression: str, level: int
     tile = scratch("cog-tile", (b, b) + block.shape[2:], np.uint8)  # this thread's: never returned
     # a uniform chunk (the look-up of fill: a broadcast of one pixel) has one tile per tile
     # shape: each is compressed once and its bytes reused
-    same: dict | None = {} if block.strides[:2] == (0, 0) else None
+    same: dict | None = {} if one_pixel(block) else None
     rows = []
     for r0 in range(0, h, b):
         row = []
