@@ -368,10 +368,6 @@ def contiguous(block: np.ndarray) -> np.ndarray:
 
 def to_band_first(block: np.ndarray) -> np.ndarray:
     """(y, x, band) -> (band, y, x), contiguous."""
-    if block.ndim == 3 and one_pixel(block) and block.size:  # a uniform block: each band one value
-        out = np.empty((block.shape[2],) + block.shape[:2], block.dtype)
-        out[...] = block[:1, :1].reshape(-1)[:, None, None]  # each band's runs are whole rows
-        return out
     return np.ascontiguousarray(np.moveaxis(block, -1, 0))
 
 
